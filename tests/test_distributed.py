@@ -1,0 +1,119 @@
+"""Two CPU processes (gloo) each holding half of a global batch, with `distributed=True`, must give the loss and the
+gradients of one process holding the whole batch.
+
+Why the gradients compare this way: after `gather_features` every process computes the *same* global loss, but
+autograd reaches only its own shard (the other shards arrive through a collective without a graph). So
+
+- the gradient of a process's own features equals the single-process gradient restricted to those rows, and
+- the gradient of a shared parameter (here the tiny linear layers producing the features) on one process is only
+  its shard's share; the shares *sum* to the single-process gradient. DDP all-reduces by *averaging*, so a DDP run
+  sees single-process gradient / world_size (open_clip has the same convention; it is a constant factor absorbed by
+  the learning rate). The test checks the sum, and the DDP average × world_size, against the single process.
+"""
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from hnvl.losses import HardNegativeLoss, gather_features
+
+N, K, DIN, D, WORLD = 8, 3, 6, 5, 2
+
+
+def make_inputs():
+    g = torch.Generator().manual_seed(0)
+    x_img, x_txt, x_neg = torch.randn(N, DIN, generator=g), torch.randn(N, DIN, generator=g), torch.randn(N, K, DIN, generator=g)
+    mask = torch.rand(N, K, generator=g) < 0.6
+    mask[0, 0], mask[N - 1, 1] = True, False
+    w_img, w_txt = torch.randn(D, DIN, generator=g), torch.randn(D, DIN, generator=g)
+    return x_img, x_txt, x_neg, mask, w_img, w_txt
+
+
+def run_steps(rows, distributed):
+    "Two steps of the full loss on `rows` of the global batch; returns what the test compares."
+    x_img, x_txt, x_neg, mask, w_img, w_txt = make_inputs()
+    lin_i, lin_t = torch.nn.Linear(DIN, D, bias=False), torch.nn.Linear(DIN, D, bias=False)
+    with torch.no_grad(): lin_i.weight.copy_(w_img); lin_t.weight.copy_(w_txt)
+    crit = HardNegativeLoss(distributed=distributed)
+    scale = torch.tensor(10.)
+    for step in range(2):                       # step 2 uses the θ that step 1 measured
+        lin_i.zero_grad(); lin_t.zero_grad()
+        img = F.normalize(lin_i(x_img[rows]), dim=-1)
+        txt = F.normalize(lin_t(x_txt[rows]), dim=-1)
+        neg = F.normalize(lin_t(x_neg[rows]), dim=-1)
+        for t in (img, txt, neg): t.retain_grad()
+        out = crit(img, txt, neg, mask[rows], scale)
+        out['loss'].backward()
+    return dict(out={k: v.detach() for k, v in out.items()}, theta=crit.threshold.value.clone(),
+                history=crit.threshold.history, g_img=img.grad, g_txt=txt.grad, g_neg=neg.grad,
+                g_wi=lin_i.weight.grad.clone(), g_wt=lin_t.weight.grad.clone())
+
+
+def worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
+    try:
+        n = N // world
+        res = run_steps(slice(rank * n, (rank + 1) * n), distributed=True)
+        # DDP's gradient: the average over processes
+        ddp = [res['g_wi'].clone(), res['g_wt'].clone()]
+        for t in ddp: dist.all_reduce(t); t /= world
+        res['ddp_wi'], res['ddp_wt'] = ddp
+        # gather_features itself returns the global batch in rank order
+        x = torch.arange(n * 2.).reshape(n, 2) + 100 * rank
+        g = gather_features(x, x, x[:, None], torch.ones(n, 1, dtype=torch.bool))
+        res['gathered'] = g[0]
+        # unequal shards are refused on every rank (no hang)
+        m = 3 if rank else 4
+        try: gather_features(torch.zeros(m, 2), torch.zeros(m, 2), torch.zeros(m, 1, 2), torch.ones(m, 1, dtype=torch.bool)); res['unequal'] = ''
+        except ValueError as e: res['unequal'] = str(e)
+        torch.save(res, os.path.join(out_dir, f'rank{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    d = tmp_path_factory.mktemp('dist')
+    mp.spawn(worker, args=(WORLD, str(d / 'init'), str(d)), nprocs=WORLD, join=True)
+    return [torch.load(d / f'rank{r}.pt') for r in range(WORLD)], run_steps(slice(0, N), distributed=False)
+
+
+def test_same_loss_and_threshold(results):
+    ranks, single = results
+    for r in ranks:
+        for k in ('loss', 'itc', 'imc', 'cmr'): torch.testing.assert_close(r['out'][k], single['out'][k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(r['theta'], single['theta'], rtol=1e-5, atol=1e-5)
+        assert len(r['history']) == 2
+    assert single['out']['cmr'] > 0 and single['out']['imc'] > 0
+
+
+def test_feature_gradients_are_the_local_rows(results):
+    ranks, single = results
+    n = N // WORLD
+    for rank, r in enumerate(ranks):
+        rows = slice(rank * n, (rank + 1) * n)
+        for k in ('g_img', 'g_txt', 'g_neg'):
+            torch.testing.assert_close(r[k], single[k][rows], rtol=1e-5, atol=1e-7)
+
+
+def test_parameter_gradients_sum_to_single_process(results):
+    ranks, single = results
+    for k, ddp in (('g_wi', 'ddp_wi'), ('g_wt', 'ddp_wt')):
+        total = sum(r[k] for r in ranks)
+        assert single[k].abs().max() > 0
+        torch.testing.assert_close(total, single[k], rtol=1e-5, atol=1e-6)
+        for r in ranks: torch.testing.assert_close(r[ddp] * WORLD, single[k], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(ranks[0][k], single[k])       # one shard alone is not the full gradient
+
+
+def test_gather_and_unequal_shards(results):
+    ranks, _ = results
+    n = N // WORLD
+    want = torch.cat([torch.arange(n * 2.).reshape(n, 2) + 100 * r for r in range(WORLD)])
+    for r in ranks:
+        assert torch.equal(r['gathered'], want)
+        assert 'every process must hold the same (n, K, D)' in r['unequal']

@@ -1,0 +1,265 @@
+"Tests for hnvl.model: offline builds, checkpoint round trips, the QuickGELU guard, encoders and array conversion."
+import time, warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import open_clip
+from open_clip.transformer import QuickGELU
+from PIL import Image
+
+from hnvl.model import (TINY, ClipBundle, create_model, load_state_dict, save_model, checkpoint_meta, encode_images,
+                        encode_texts, get_logit_scale, arrays_to_tensor, resolve_quick_gelu, uses_quick_gelu)
+
+CAPS = ["a red square left of a blue circle", "a small green triangle", "two yellow cubes", ""]
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(seed=0, **kw):
+    torch.manual_seed(seed)
+    b = create_model("tiny", **kw); b.model.eval()
+    return b
+
+
+def _outputs(b, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        return b.model.encode_image(x), b.model.encode_text(b.tokenizer(CAPS))
+
+
+def _same(a, b): return all(torch.equal(x, y) for x, y in zip(_outputs(a), _outputs(b)))
+
+
+def test_tiny_builds_offline_with_spec_shapes():
+    b = _tiny()
+    assert isinstance(b, ClipBundle) and b.name == TINY == "hnvl-tiny"
+    assert (b.quick_gelu, b.image_size, b.context_length) == (False, 32, 16)
+    m = b.model
+    # shapes derived from the spec (32x32 images, patch 8, width 64, embed 64, context 16, vocab 49408)
+    assert m.visual.conv1.weight.shape == (64, 3, 8, 8)
+    assert m.visual.positional_embedding.shape == (1 + (32 // 8) ** 2, 64)
+    assert m.token_embedding.weight.shape == (49408, 64)
+    assert m.positional_embedding.shape == (16, 64)
+    assert len(m.visual.transformer.resblocks) == 2 and len(m.transformer.resblocks) == 2
+    assert m.text_projection.shape == (64, 64) and m.visual.proj.shape == (64, 64)
+    assert not any(isinstance(x, QuickGELU) for x in m.modules())
+    assert any(isinstance(x, torch.nn.GELU) for x in m.modules())
+    assert b.mean == open_clip.OPENAI_DATASET_MEAN and b.std == open_clip.OPENAI_DATASET_STD
+    assert 3_000_000 < b.n_params < 4_000_000
+
+
+def test_tiny_registered_with_open_clip_and_tokenizer_context():
+    assert TINY in open_clip.list_models()
+    tok = open_clip.get_tokenizer(TINY)
+    t = tok(["word " * 40, "a cat"])
+    assert t.shape == (2, 16) and t.dtype == torch.long
+    eot = tok.eot_token_id
+    assert t[0, -1].item() == eot  # truncated caption still ends with end-of-text
+    assert (t[1] == eot).sum() == 1 and t[1, -1] == 0  # short caption is padded
+    b = _tiny()
+    assert torch.equal(b.tokenizer(["a cat"]), t[1:])
+    # open_clip's own factory builds the same architecture from the registered config
+    m = open_clip.create_model(TINY, pretrained=None)
+    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in b.model.state_dict().items()}
+
+
+def test_forward_backward_reaches_every_parameter():
+    b = _tiny(); b.model.train()
+    img = torch.randn(4, 3, 32, 32)
+    fi, ft = encode_images(b, img), encode_texts(b, b.tokenizer(CAPS))
+    assert fi.shape == ft.shape == (4, 64)
+    assert torch.allclose(fi.norm(dim=-1), torch.ones(4), atol=1e-5) and torch.allclose(ft.norm(dim=-1), torch.ones(4), atol=1e-5)
+    s = get_logit_scale(b)
+    logits = s * fi @ ft.T
+    loss = (F.cross_entropy(logits, torch.arange(4)) + F.cross_entropy(logits.T, torch.arange(4))) / 2
+    loss.backward()
+    assert torch.isfinite(loss)
+    no_grad = [n for n, p in b.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
+    assert all(torch.isfinite(p.grad).all() for p in b.model.parameters())
+    assert b.model.logit_scale.grad.abs() > 0
+
+
+def test_encoders_match_open_clip_and_accept_strings():
+    b = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref_i = F.normalize(b.model.encode_image(x), dim=-1)
+        ref_t = F.normalize(b.model.encode_text(b.tokenizer(CAPS[:2])), dim=-1)
+        assert torch.allclose(encode_images(b.model, x), ref_i, atol=1e-6)
+        assert torch.allclose(encode_texts(b, CAPS[:2]), ref_t, atol=1e-6)
+    with pytest.raises(ValueError, match=r"images must have shape \(\*, 3, \*, \*\), got \(2, 32, 32\)"):
+        encode_images(b, torch.randn(2, 32, 32))
+    with pytest.raises(ValueError, match=r"tokens must have shape \(\*, 16\), got \(1, 77\)"):
+        encode_texts(b, open_clip.tokenize(["a cat"]))
+    with pytest.raises(TypeError, match="ClipBundle"):
+        encode_texts(b.model, ["a cat"])
+
+
+def test_logit_scale_exp_and_clamp():
+    b = _tiny()
+    assert abs(get_logit_scale(b).item() - 1 / 0.07) < 1e-3
+    with torch.no_grad(): b.model.logit_scale.fill_(np.log(50.0))
+    assert abs(get_logit_scale(b.model).item() - 50.0) < 1e-3
+    with torch.no_grad(): b.model.logit_scale.fill_(7.0)  # exp(7) ~ 1097
+    s = get_logit_scale(b)
+    assert s.shape == () and s.item() == 100.0
+
+
+@pytest.mark.parametrize("ext", ["pt", "pth", "bin", "safetensors"])
+def test_save_load_roundtrip_identical(tmp_path, ext):
+    a, fresh = _tiny(seed=0), _tiny(seed=123)
+    assert not _same(a, fresh)  # the check below can fail
+    p = save_model(a, tmp_path / f"m.{ext}", epoch=2, note="x")
+    meta = checkpoint_meta(p)
+    assert meta["model"] == TINY and meta["quick_gelu"] is False and meta["epoch"] == 2 and "hnvl_version" in meta
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recorded activation needs no warning
+        back = create_model("tiny", checkpoint=p); back.model.eval()
+    assert back.checkpoint == str(p) and back.quick_gelu is False
+    assert _same(a, back)
+    sd = load_state_dict(p)
+    assert sd.keys() == a.model.state_dict().keys()
+
+
+def test_load_wrapped_module_prefixed_checkpoint(tmp_path):
+    a = _tiny(seed=0)
+    p = tmp_path / "ddp.pt"
+    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in a.model.state_dict().items()}}, p)
+    assert all(not k.startswith("module.") for k in load_state_dict(p))
+    back = create_model("tiny", checkpoint=p, quick_gelu=False); back.model.eval()
+    assert _same(a, back)
+
+
+def test_vit_b32_quickgelu_builds_offline():
+    t = time.time()
+    b = create_model("ViT-B-32-quickgelu")
+    assert (b.quick_gelu, b.image_size, b.context_length) == (True, 224, 77)
+    assert any(isinstance(x, QuickGELU) for x in b.model.modules())
+    assert 140e6 < b.n_params < 160e6
+    if time.time() - t < 20:
+        b.model.eval()
+        with torch.no_grad():
+            fi = encode_images(b, torch.randn(1, 3, 224, 224))
+            ft = encode_texts(b, ["a photo of a dog"])
+        assert fi.shape == ft.shape == (1, 512)
+    assert create_model("ViT-B-32").quick_gelu is False
+
+
+def test_quickgelu_guard_recorded_activation(tmp_path):
+    q = _tiny(seed=0, quick_gelu=True)
+    assert uses_quick_gelu(q.model) is True
+    p = save_model(q, tmp_path / "q.pt")
+    # explicit contradiction: refused
+    with pytest.raises(ValueError, match="quick_gelu=False contradicts the checkpoint"):
+        create_model("tiny", checkpoint=p, quick_gelu=False)
+    # explicit agreement: passes silently and reproduces the model
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ok = create_model("tiny", checkpoint=p, quick_gelu=True); ok.model.eval()
+    assert ok.quick_gelu and _same(q, ok)
+    # no choice: the record wins over the GELU config, loudly
+    with pytest.warns(UserWarning, match="QuickGELU although its config says GELU"):
+        auto = create_model("tiny", checkpoint=p)
+    auto.model.eval()
+    assert auto.quick_gelu is True and uses_quick_gelu(auto.model) is True and _same(q, auto)
+    # insisting: allowed, warned, and visibly a different function (the trap itself)
+    with pytest.warns(UserWarning, match="allow_activation_mismatch"):
+        gelu = create_model("tiny", checkpoint=p, quick_gelu=False, allow_activation_mismatch=True)
+    gelu.model.eval()
+    assert gelu.quick_gelu is False and not _same(q, gelu)
+
+
+def test_quickgelu_guard_safetensors_record(tmp_path):
+    p = save_model(_tiny(quick_gelu=True), tmp_path / "q.safetensors")
+    assert checkpoint_meta(p)["quick_gelu"] is True
+    with pytest.raises(ValueError, match="contradicts the checkpoint"):
+        create_model("tiny", checkpoint=p, quick_gelu=False)
+    assert resolve_quick_gelu("tiny", p, quick_gelu=True) is True
+
+
+def test_quickgelu_guard_without_record(tmp_path):
+    sd = _tiny().model.state_dict()
+    torch.save(sd, tmp_path / "foreign.pt"); torch.save(sd, tmp_path / "OpenAI-finetune.pt")
+    with pytest.warns(UserWarning, match="records no activation"):
+        assert resolve_quick_gelu("tiny", tmp_path / "foreign.pt") is False
+    with pytest.warns(UserWarning, match="file name says 'openai'"):
+        b = create_model("tiny", checkpoint=tmp_path / "OpenAI-finetune.pt")
+    assert b.quick_gelu is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # explicit choices (argument or -quickgelu name) are silent
+        assert create_model("tiny", checkpoint=tmp_path / "foreign.pt", quick_gelu=True).quick_gelu is True
+        assert resolve_quick_gelu("tiny", tmp_path / "foreign.pt", quick_gelu=False) is False
+        assert resolve_quick_gelu("ViT-B-32-quickgelu", tmp_path / "foreign.pt") is True
+        assert resolve_quick_gelu("ViT-B-32") is False and resolve_quick_gelu("ViT-B-32-quickgelu") is True
+
+
+def test_torchscript_archive_counts_as_quickgelu(tmp_path):
+    q = _tiny(seed=0, quick_gelu=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(q.model).save(str(tmp_path / "clip.pt"))
+    with pytest.raises(ValueError, match="TorchScript"):
+        create_model("tiny", checkpoint=tmp_path / "clip.pt", quick_gelu=False)
+    with pytest.warns(UserWarning, match="QuickGELU"):
+        b = create_model("tiny", checkpoint=tmp_path / "clip.pt")
+    b.model.eval()
+    assert b.quick_gelu is True and _same(q, b)
+
+
+def test_bad_paths_and_mismatched_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint file not found: .*nope.pt"):
+        create_model("tiny", checkpoint=tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="must be a file, got a directory"):
+        load_state_dict(tmp_path)
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(ValueError, match="could not read checkpoint .*junk.pt"):
+        create_model("tiny", checkpoint=tmp_path / "junk.pt", quick_gelu=False)
+    with pytest.raises(TypeError, match="checkpoint must be a path"):
+        load_state_dict(123)
+    sd = _tiny().model.state_dict()
+    broken = {k: v for k, v in sd.items() if k != "ln_final.weight"}
+    broken["extra.weight"] = torch.zeros(1)
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"1 missing keys \['ln_final.weight'\]; 1 unexpected keys \['extra.weight'\]"):
+        create_model("tiny", checkpoint=tmp_path / "broken.pt", quick_gelu=False)
+    p = save_model(_tiny(), tmp_path / "tiny.pt")
+    with pytest.raises(ValueError, match="does not fit this architecture \\(the checkpoint records model 'hnvl-tiny'\\).*shape mismatches"):
+        create_model("ViT-B-32", checkpoint=p, quick_gelu=False)
+    with pytest.raises(ValueError, match="unknown model name 'ViT-B-99'"):
+        create_model("ViT-B-99")
+    with pytest.raises(ValueError, match="must end in .pt"):
+        save_model(_tiny(), tmp_path / "x.ckpt")
+
+
+def test_arrays_to_tensor_matches_numpy_and_transform():
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    mean, std = np.array([0.1, 0.5, 0.9]), np.array([0.2, 0.3, 0.4])
+    ref = ((arr / 255.0 - mean) / std).transpose(0, 3, 1, 2)
+    x = arrays_to_tensor(arr, tuple(mean), tuple(std))
+    assert x.dtype == torch.float32 and x.shape == (5, 3, 32, 32) and x.is_contiguous()
+    np.testing.assert_allclose(x.numpy(), ref, atol=1e-5)
+    b = _tiny()
+    pil = torch.stack([b.preprocess(Image.fromarray(a)) for a in arr])
+    assert torch.allclose(arrays_to_tensor(arr, b.mean, b.std), pil, atol=1e-5)
+    with pytest.raises(ValueError, match="dtype uint8"):
+        arrays_to_tensor(arr.astype(np.float64))
+    with pytest.raises(ValueError, match=r"shape \(n, H, W, 3\), got \(32, 32, 3\)"):
+        arrays_to_tensor(arr[0])
+
+
+def test_precision_bf16_encodes():
+    b = _tiny(precision="bf16")
+    assert b.model.visual.conv1.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        f = encode_images(b, torch.randn(2, 3, 32, 32))
+    assert f.shape == (2, 64) and torch.isfinite(f.float()).all()
