@@ -19,7 +19,7 @@ CAPS = [c if i < 10 else c.replace('A ', 'The ', 1) + (' today' if i >= 20 else 
 
 def _corpus():
     import glob
-    root = Path('/work/shared/benchmarks/sugarcrepe')
+    root = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2]/'shared'/'benchmarks'))/'sugarcrepe'
     if not root.exists(): return CAPS
     return [v['caption'] for f in sorted(root.glob('*.json')) for v in json.load(open(f)).values()][:600]
 
