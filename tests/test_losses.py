@@ -293,7 +293,7 @@ def test_k0_and_theta_and_scale_errors():
     for f in (lambda: imc_loss(img, txt, e0, m0, 10.), lambda: cmr_loss(img, txt, e0, m0, 10., 0.),
               lambda: HardNegativeLoss()(img, txt, e0, m0, 10.)):
         with pytest.raises(ValueError, match=r'neg has K=0 negatives per caption \(shape \(4, 0, 5\)\)'): f()
-    with pytest.raises(ValueError, match=r'theta must have shape \(3\), got \(2,\)'): cmr_loss(img, txt, neg, mask, 10., torch.zeros(2))
+    with pytest.raises(ValueError, match=r'theta must have shape \(3,\), got \(2,\)'): cmr_loss(img, txt, neg, mask, 10., torch.zeros(2))
     with pytest.raises(ValueError, match='theta contains non-finite'): cmr_loss(img, txt, neg, mask, 10., torch.tensor([0., float('nan'), 0.]))
     with pytest.raises(ValueError, match='logit_scale must be a scalar'): itc_loss(img, txt, neg, mask, torch.ones(3))
     with pytest.raises(ValueError, match='logit_scale must be finite and > 0'): itc_loss(img, txt, neg, mask, float('inf'))

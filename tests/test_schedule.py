@@ -156,5 +156,5 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match=r'neg_mask must have shape \(4, 2\), got \(4, 1\)'): th.update(pos, neg, mask[:, :1])
     with pytest.raises(ValueError, match='neg_mask must be a bool'): th.update(pos, neg, mask.int())
     with pytest.raises(ValueError, match='pos_sim contains non-finite'): th.update(pos * float('nan'), neg, mask)
-    with pytest.raises(ValueError, match=r'pos_sim must have shape \(\*\), got \(4, 1\)'): th.update(pos[:, None], neg, mask)
+    with pytest.raises(ValueError, match=r'pos_sim must have shape \(\*,\), got \(4, 1\)'): th.update(pos[:, None], neg, mask)
     with pytest.raises(ValueError, match=r'neg_sim must have shape \(4, 2\), got \(4, 3\)'): th.update(pos, torch.zeros(4, 3), torch.ones(4, 3, dtype=torch.bool))
