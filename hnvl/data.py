@@ -39,6 +39,7 @@ class WorldConfig:
     shapes:tuple=('circle', 'square', 'triangle', 'cross') # shapes (from `SHAPES`)
     sizes:tuple=('small', 'large') # sizes (keys of `SIZES`)
     relations:tuple=('left of', 'right of', 'above', 'below') # relations sampled for the described pair
+    inverse_phrasings:bool=True # captions name the pair from either object ("A left of B" or "B right of A"); False: only as sampled
     heldout:tuple=(('red', 'circle'), ('blue', 'square'), ('green', 'triangle'), ('yellow', 'cross')) # (colour, shape) pairs kept out of train/val
     heldout_frac:float=0.5 # fraction of test scenes that describe a held-out combination
     share_prob:float=0.5 # probability that the two described objects share their colour or their shape
@@ -171,9 +172,10 @@ def scene_key(scene:dict, # a scene dict from `World.scenes`
     return f"{s} | {rel} | {t}"
 
 def scene_captions(scene:dict, # a scene dict from `World.scenes`
+                   inverse:bool=True, # also the inverse reading ("B right of A"); False: only the sampled direction
                   ) -> list[str]:
-    "Every equivalent phrasing of the scene's described triple (both directions, all wordings)."
-    return [_phrase(s, rel, t, f, v, art) for s, rel, t in _triples(scene)
+    "Every equivalent phrasing of the scene's described triple (both directions unless `inverse=False`, all wordings)."
+    return [_phrase(s, rel, t, f, v, art) for s, rel, t in _triples(scene)[:None if inverse else 1]
             for f in range(len(RELATIONS[rel])) for v in (False, True) for art in ('a', 'the')]
 
 # %% ../nbs/05_data.ipynb #0c643a02
@@ -271,8 +273,8 @@ def _scene_stream(cfg, split, seed, salt=0):
     R = random.Random(f"hnvl-world/{cfg.seed}/{split}/{seed}/{salt}")
     while True: yield _sample_scene(cfg, R, split), R
 
-def _sample_caption(scene, R):
-    return R.choice(scene_captions(scene))
+def _sample_caption(scene, R, inverse=True):
+    return R.choice(scene_captions(scene, inverse))
 
 def world_cache_path(cfg:WorldConfig, # world configuration
                      n:int, # number of scenes
@@ -300,7 +302,7 @@ def make_world(cfg:WorldConfig, # world configuration
     stream = _scene_stream(cfg, split, seed)
     scenes, captions = [], []
     for _ in range(n):
-        s, R = next(stream); scenes.append(s); captions.append(_sample_caption(s, R))
+        s, R = next(stream); scenes.append(s); captions.append(_sample_caption(s, R, cfg.inverse_phrasings))
     images = render_scenes(cfg, scenes, seed=seed * 3 + _SPLITS[split])
     w = World(images, captions, scenes, split)
     if cache:
@@ -331,10 +333,10 @@ def _opts(R, true, negs):
     texts = [true] + list(negs); order = list(range(len(texts))); R.shuffle(order)
     return [texts[i] for i in order], order.index(0)
 
-def _tri(scene, R):
+def _tri(scene, R, inverse=True):
     "Pick a reading direction of the described triple: (subject attrs, relation, object attrs)."
     o = scene['objects']; s, t, rel = _attrs(o[scene['subject']]), _attrs(o[scene['object']]), scene['relation']
-    return (s, rel, t) if R.random() < 0.5 else (t, INVERSE[rel], s)
+    return (s, rel, t) if not inverse or R.random() < 0.5 else (t, INVERSE[rel], s)
 
 def _style(R, rel): return dict(form=R.randrange(len(RELATIONS[rel])), verb=R.random() < 0.5, article=R.choice(('a', 'the')))
 
@@ -343,12 +345,12 @@ def _cap(s, rel, t, st):
     return _phrase(_desc(s), rel, _desc(t), f, st['verb'], st['article'])
 
 def _item_relation_swap(cfg, scene, R):
-    s, rel, t = _tri(scene, R); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
     if _holds(scene, t, rel, s): return None
     return _cap(s, rel, t, st), [_cap(t, rel, s, st)], rel
 
 def _item_attribute_swap(cfg, scene, R):
-    s, _, t = _tri(scene, R)
+    s, _, t = _tri(scene, R, cfg.inverse_phrasings)
     if s['shape'] == t['shape']: return None
     ks = [k for k in ('color', 'size') if s[k] != t[k]]
     if not ks: return None
@@ -360,7 +362,7 @@ def _item_attribute_swap(cfg, scene, R):
     return and_cap(s, t), [and_cap(s2, t2)], k
 
 def _item_replace(cfg, scene, R, keys):
-    s, rel, t = _tri(scene, R); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
     combos = {(d['color'], d['shape']) for d in (s, t)}
     cands = []
     for k in keys:
@@ -376,14 +378,15 @@ def _item_replace(cfg, scene, R, keys):
     return _cap(s, rel, t, st), [_cap(s2, rel, t2, st)], k
 
 def _item_replace_rel(cfg, scene, R):
-    s, rel, t = _tri(scene, R); st = _style(R, rel)
-    cands = [r for r in RELATIONS if r != rel and not _holds(scene, s, r, t)]
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    used = set(cfg.relations) | ({INVERSE[r] for r in cfg.relations} if cfg.inverse_phrasings else set())
+    cands = [r for r in RELATIONS if r in used and r != rel and not _holds(scene, s, r, t)]
     if not cands: return None
     r = R.choice(cands)
     return _cap(s, rel, t, st), [_cap(s, r, t, st)], rel
 
 def _item_swap(cfg, scene, R, keys):
-    s, rel, t = _tri(scene, R); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
     ks = [k for k in keys if s[k] != t[k]]
     if not ks: return None
     k = R.choice(ks); s2, t2 = {**s, k: t[k]}, {**t, k: s[k]}
@@ -411,7 +414,7 @@ def _perturb(words, tags, kind, R):
 _ORDER_KINDS = ('shuffle_nouns_adjs', 'shuffle_allbut_nouns_adjs', 'shuffle_within_trigrams', 'shuffle_trigrams')
 
 def _item_order(cfg, scene, R):
-    s, rel, t = _tri(scene, R); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
     true = _cap(s, rel, t, st); words = true.split()
     content = set(_desc(s).split()) | set(_desc(t).split())
     tags = [x in content for x in words]
@@ -458,7 +461,7 @@ def make_task(cfg:WorldConfig, # world configuration
         got = fn(cfg, scene, R)
         if got is None: continue
         true, negs, group = got
-        if name == 'retrieval': true, negs = scene_captions(scene)[0], scene_captions(scene)[1:]
+        if name == 'retrieval': caps = scene_captions(scene, cfg.inverse_phrasings); true, negs = caps[0], caps[1:]
         texts, label = ([true] + negs, 0) if name in ('order', 'retrieval') else _opts(R, true, negs)
         item = dict(image=len(scenes), texts=texts, label=label, group=group, heldout=scene['heldout'])
         if name == 'retrieval': item['key'] = scene_key(scene)

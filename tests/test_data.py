@@ -303,3 +303,15 @@ def test_coco_unreadable_and_unmatched(tmp_path):
     assert CocoHardNegatives(ann, root, (CAPS, fake_negs(CAPS)), pre, skip_missing=True).skipped == 1
     with pytest.raises(ValueError, match='no negatives for 1 of 4 captions'):
         CocoHardNegatives(ann, root, (CAPS[:3], fake_negs(CAPS[:3])), pre)
+
+
+def test_canonical_phrasings_tasks():
+    "`inverse_phrasings=False`: captions and task texts name the pair only in the sampled direction."
+    cfg = WorldConfig(relations=('left of', 'above'), inverse_phrasings=False)
+    w = make_world(cfg, 100, cache=False)
+    assert all(parse(c)[1] in 'LA' for c in w.captions)
+    for name in ('relation_swap', 'replace_rel', 'retrieval'):
+        for it in make_task(cfg, name, n=20, seed=0).items:
+            assert all(parse(t)[1] in 'LA' for t in it['texts']), (name, it['texts'])
+    default = make_world(WorldConfig(), 300, cache=False)
+    assert {parse(c)[1] for c in default.captions} == set('LRAB')  # the default reads pairs in both directions

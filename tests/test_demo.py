@@ -11,10 +11,10 @@ from hnvl.demo import DemoConfig, QUICK, report
 
 # The target for the full run is +25 points (ce_clip over clip on relation_swap); the quick profile must
 # "still show the gain". 15 points is far above the run-to-run noise of a method that learns nothing (~±3 points
-# with 300 items). MEASURED (2026-11-27, 2 shared CPU cores, world v1 + lexicon negatives at that date):
-# clip 48.3, itc_hn 55.0, ce_clip 47.3 -> gain -1.0; itc_hn_imc and ce_clip stay at 46-50% up to 1000 fine-tuning
-# steps from the 700-step (quick) and 2000-step (default) pretrained models. So this assertion currently fails and
-# is marked xfail: the gain has not been reproduced yet (see the train/demo report). Remove the mark once it passes.
+# with 300 items). MEASURED (2026-11-27, 2 CPU cores): default world clip 48.3, itc_hn 55.0, ce_clip 47.3 -> gain
+# -1.0; no fine-tune of any length or world variant lifted it (see the Status section of nbs/09_demo.ipynb). In the
+# canonical-phrasing world a +29.5 "gain" appears, but plain fine-tuning for the same steps (clip_ft) gets +26.5, so
+# it is not the method. This assertion therefore fails and is a strict xfail; remove the mark once it passes.
 MIN_RELATION_GAIN = 15.0
 
 TASKS = {'relation_swap', 'attribute_swap', 'order', 'replace_att', 'replace_obj', 'replace_rel', 'retrieval_i2t_r1', 'retrieval_t2i_r1'}
@@ -43,7 +43,7 @@ def test_quick_metrics_well_formed(quick_run):
         for t, v in tasks.items(): assert isinstance(v, float) and 0 <= v <= 100 and math.isfinite(v), (c, t, v)
     assert m['clip']['relation_swap'] < 70, "the pretrained CLIP should be near chance (50%) on relation swap, like CLIP's 59.3 on VG-R"
 
-@pytest.mark.xfail(reason="relation-swap gain not reproduced yet on the current world/negatives (measured ce_clip - clip = -1.0); strict: an unexpected pass fails, so the mark is removed and MIN_RELATION_GAIN set from that run", strict=True)
+@pytest.mark.xfail(reason="relation-swap gain not reproduced on the shapes world (measured ce_clip - clip = -1.0; see nbs/09_demo.ipynb Status); strict: an unexpected pass fails, so the mark is removed and MIN_RELATION_GAIN set from that run", strict=True)
 def test_quick_relation_swap_gain(quick_run):
     m = json.load(open(Path(quick_run[0])/'metrics.json'))
     gain = m['ce_clip']['relation_swap'] - m['clip']['relation_swap']
