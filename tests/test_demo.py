@@ -13,8 +13,8 @@ from hnvl.demo import DemoConfig, QUICK, report
 # "still show the gain". 15 points is far above the run-to-run noise of a method that learns nothing (~±3 points
 # with 300 items). MEASURED (2026-11-27, 2 CPU cores): default world clip 48.3, itc_hn 55.0, ce_clip 47.3 -> gain
 # -1.0; no fine-tune of any length or world variant lifted it (see the Status section of nbs/09_demo.ipynb). In the
-# canonical-phrasing world a +29.5 "gain" appears, but plain fine-tuning for the same steps (clip_ft) gets +26.5, so
-# it is not the method. This assertion therefore fails and is a strict xfail; remove the mark once it passes.
+# canonical-phrasing world (benchmarks/relation_worlds.py) ce_clip gains +25.7, but plain fine-tuning for the same
+# steps (clip_ft) gains +30.3, so it is not the method. This assertion therefore fails and is a strict xfail; remove the mark once it passes.
 MIN_RELATION_GAIN = 15.0
 
 TASKS = {'relation_swap', 'attribute_swap', 'order', 'replace_att', 'replace_obj', 'replace_rel', 'retrieval_i2t_r1', 'retrieval_t2i_r1'}
