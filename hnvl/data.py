@@ -517,6 +517,10 @@ def _no_negs(n):
     from types import SimpleNamespace
     return SimpleNamespace(types=[], negatives=[[] for _ in range(n)], mask=np.zeros((n, 0), bool))
 
+def _neg_texts(negatives, mask:np.ndarray):
+    "Negatives flattened row by row (the N + N·K text layout), '' where `mask` (N, K) is False."
+    return [n if m else '' for row, mrow in zip(negatives, mask.tolist()) for n, m in zip(row, mrow)]
+
 class ArrayHardNegatives:
     "Hard-negative dataset over uint8 image arrays (the shapes world), normalised with `mean`/`std`."
     def __init__(self, images:np.ndarray, # uint8 (n, H, W, 3)
@@ -547,7 +551,7 @@ class ArrayHardNegatives:
         "Collated batch for indices `idx` without the per-sample loop, identical to `collate_hard_negatives`."
         idx = [int(i) for i in idx]
         caps = [self.captions[i] for i in idx]
-        negs = [n if bool(m) else '' for i in idx for n, m in zip(self.negs.negatives[i], self.mask[i])]
+        negs = _neg_texts([self.negs.negatives[i] for i in idx], self.mask.numpy()[idx])
         return {'images': self.image_tensor(idx), 'texts': tokenizer(caps + negs), 'mask': self.mask[idx]}
 
 # %% ../nbs/05_data.ipynb #643a88d6
@@ -561,7 +565,7 @@ def collate_hard_negatives(batch:list, # samples `(image, caption, negatives, ma
     images = torch.stack([torch.as_tensor(b[0]) for b in batch])
     mask = torch.stack([torch.as_tensor(np.asarray(b[3], dtype=bool)) for b in batch]).reshape(len(batch), Ks.pop())
     caps = [b[1] for b in batch]
-    negs = [n if bool(m) else '' for b in batch for n, m in zip(b[2], b[3])]
+    negs = _neg_texts([b[2] for b in batch], mask.numpy())
     return {'images': images, 'texts': tokenizer(caps + negs), 'mask': mask}
 
 # %% ../nbs/05_data.ipynb #f29eb41d

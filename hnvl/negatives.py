@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_negatives.ipynb #d53ed25a
 from __future__ import annotations
-import copy, functools, gzip, json, random, re, sys, zlib
+import copy, functools, gzip, json, random, re, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -325,6 +325,14 @@ class ListFiller:
         opts = self.options(a, i)
         return rng.choice(opts) if opts else None
 
+@functools.lru_cache(2)
+def _fill_mask_pipeline(model):
+    "A `transformers` fill-mask pipeline for `model`, loaded once per process (the CLI calls `make_negatives` per chunk)."
+    try: from transformers import pipeline
+    except ImportError as e:
+        raise ImportError("the mlm backend needs `transformers` (pip install 'hnvl[mlm]') or pass fill_mask=<callable>") from e
+    return pipeline('fill-mask', model=model)
+
 class MaskFiller:
     "Replacement words from a fill-mask callable (Hugging Face pipeline contract), taking the rank-`rank` candidate."
     def __init__(self, fill_mask:Callable|str|None=None, # callable, a model name for `transformers.pipeline`, or None (distilroberta-base)
@@ -334,10 +342,7 @@ class MaskFiller:
                 ):
         if not isinstance(rank, int) or rank < 1: raise ValueError(f"rank must be a positive int, got {rank!r}")
         if fill_mask is None or isinstance(fill_mask, str):
-            try: from transformers import pipeline
-            except ImportError as e:
-                raise ImportError("the mlm backend needs `transformers` (pip install 'hnvl[mlm]') or pass fill_mask=<callable>") from e
-            fill_mask = pipeline('fill-mask', model=fill_mask or 'distilroberta-base')
+            fill_mask = _fill_mask_pipeline(fill_mask or 'distilroberta-base')
             top_k = top_k or max(rank + 2, 5)
         if not callable(fill_mask): raise TypeError(f"fill_mask must be callable, got {type(fill_mask).__name__}")
         tok = getattr(fill_mask, 'tokenizer', None)
@@ -638,9 +643,6 @@ class SplitMixRandom(random.Random):
         out, n = 0, 0
         while n < k: out |= self._next() << n; n += 64
         return out & ((1 << k) - 1)
-
-def _stream_seed(seed, text, name_key):
-    return hash((seed, zlib.crc32(text.encode('utf-8', 'surrogatepass')), name_key))
 
 # %% ../nbs/01_negatives.ipynb #40195763
 def make_negatives(captions:Sequence[str], # N captions

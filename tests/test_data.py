@@ -1,5 +1,5 @@
 "Tests of hnvl.data: the shapes world, its evaluation tasks, the hard-negative datasets and the collate."
-import json, re, time
+import json, re
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +11,7 @@ from PIL import Image
 
 import hnvl.data as D
 from hnvl.data import (WorldConfig, make_world, world_tasks, make_task, retrieval_targets, render_scenes,
-                       ArrayHardNegatives, CocoHardNegatives, collate_hard_negatives, scene_key, TASKS)
+                       ArrayHardNegatives, CocoHardNegatives, collate_hard_negatives, TASKS)
 
 CFG = WorldConfig()
 
@@ -112,11 +112,6 @@ def test_render_pixels():
     assert np.abs(im[16, 5] - red).max() <= 1
     assert np.abs(im[16, 24] - green).max() <= 1
     assert im[1, 16].max() < 60                     # background
-
-
-def test_render_speed():
-    t = time.perf_counter(); make_world(CFG, 4000, cache=False); dt = time.perf_counter() - t
-    print(f"shapes world: {4000 / dt:.0f} scenes/s (sampling + rendering, 32x32, 2 objects)")
 
 
 # ---- tasks ----

@@ -18,7 +18,6 @@ CAPS = [c if i < 10 else c.replace('A ', 'The ', 1) + (' today' if i >= 20 else 
 
 
 def _corpus():
-    import glob
     root = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2]/'shared'/'benchmarks'))/'sugarcrepe'
     if not root.exists(): return CAPS
     return [v['caption'] for f in sorted(root.glob('*.json')) for v in json.load(open(f)).values()][:600]
@@ -199,6 +198,7 @@ def test_mlm_backend_with_injected_callable():
     assert calls and negs.mask[0, 1]
     # candidates with the original skipped: big, red, old, tiny -> the 4th is 'tiny' when 'small' is masked, else 'old'
     assert negs.negatives[0][1].split()[1] in ('tiny', 'small', 'old') or negs.negatives[0][1].split()[-2] in ('old', 'tiny')
+    assert negs.negatives[0][1] == 'A small dog sitting on an old bench'  # seed 0 masks 'wooden': big, small, red, old -> 'old', and a -> an
     assert MaskFiller(fill, rank=9)(analyze_lexicon('a dog'), 1, random.Random(0)) is None
     with pytest.raises(TypeError, match='fill_mask must be callable'): MaskFiller(3)
 
