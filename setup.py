@@ -17,6 +17,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 min_python = cfg['min_python']
 py_versions = [f'3.{i}' for i in range(9, 14)]
+def vtuple(v): return tuple(int(x) for x in v.split('.'))  # compare '3.10' >= '3.9' as numbers, not strings
 
 def reqs(key): return cfg.get(key, '').split()
 
@@ -31,7 +32,7 @@ setuptools.setup(
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Natural Language :: ' + cfg['language'].title()]
-                + [f'Programming Language :: Python :: {v}' for v in py_versions if v >= min_python]
+                + [f'Programming Language :: Python :: {v}' for v in py_versions if vtuple(v) >= vtuple(min_python)]
                 + ([f'License :: {lic[1]}'] if lic[1] else []),
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['hnvl', 'hnvl.*']),
@@ -39,7 +40,6 @@ setuptools.setup(
     package_data={'hnvl': ['assets/*.json', 'assets/*.txt']},
     install_requires=requirements,
     extras_require=extras,
-    dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=(here/'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from hnvl.negatives import make_negatives
 
-ROOT = Path(os.environ.get('HNVL_BENCH_ROOT', Path(__file__).resolve().parents[2] / 'shared' / 'benchmarks'))
+ROOT = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2] / 'shared' / 'benchmarks'))
 if not ROOT.exists(): ROOT = Path('/work/shared/benchmarks')
 caps = [v['caption'] for f in sorted(glob.glob(str(ROOT / 'sugarcrepe' / '*.json'))) for v in json.load(open(f)).values()]
 TARGET = 20_000

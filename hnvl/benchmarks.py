@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib, json, re, time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -627,12 +628,10 @@ def load_zeroshot(ann_root, # image folder: one sub-folder per class
 
 # %% ../nbs/07_benchmarks.ipynb #2787053c
 LOADERS = {'vg_relation': load_vg_relation, 'vg_attribution': load_vg_attribution,
-           'coco_order': lambda a, i=None, **kw: load_order(a, i, dataset='coco', **kw),
-           'flickr30k_order': lambda a, i=None, **kw: load_order(a, i, dataset='flickr30k', **kw),
+           'coco_order': partial(load_order, dataset='coco'), 'flickr30k_order': partial(load_order, dataset='flickr30k'),
            'sugarcrepe': load_sugarcrepe, 'valse': load_valse, 'vl_checklist': load_vl_checklist, 'winoground': load_winoground,
-           'coco_retrieval': lambda a, i=None, **kw: load_retrieval(a, i, dataset='coco', **kw),
-           'flickr30k_retrieval': lambda a, i=None, **kw: load_retrieval(a, i, dataset='flickr30k', **kw),
-           'zeroshot': load_zeroshot, 'imagenet': lambda a, i=None, **kw: load_zeroshot(a, i, imagenet=True, name='imagenet', **kw)}
+           'coco_retrieval': partial(load_retrieval, dataset='coco'), 'flickr30k_retrieval': partial(load_retrieval, dataset='flickr30k'),
+           'zeroshot': load_zeroshot, 'imagenet': partial(load_zeroshot, imagenet=True, name='imagenet')}
 _ALIASES = {'vgr': 'vg_relation', 'vg-r': 'vg_relation', 'aro_vgr': 'vg_relation', 'vga': 'vg_attribution', 'vg-a': 'vg_attribution',
             'aro_vga': 'vg_attribution', 'coco-order': 'coco_order', 'flickr30k-order': 'flickr30k_order', 'flickr-order': 'flickr30k_order',
             'vl-checklist': 'vl_checklist', 'vlchecklist': 'vl_checklist', 'coco': 'coco_retrieval', 'flickr30k': 'flickr30k_retrieval'}
@@ -691,12 +690,8 @@ def results_table(results:dict, # benchmark name -> `Result` (or its `to_dict()`
 # %% ../nbs/07_benchmarks.ipynb #1a3d31f7
 def _ckpt_activation(path):
     "The activation recorded in a checkpoint ('quick_gelu' / 'gelu'), or None."
-    try:
-        from hnvl.model import checkpoint_meta
-        meta = checkpoint_meta(path)
-    except ImportError:
-        obj = torch.load(str(path), map_location='cpu', weights_only=False)
-        meta = obj.get('meta', {}) if isinstance(obj, dict) and isinstance(obj.get('meta'), dict) else {}
+    from hnvl.model import checkpoint_meta
+    meta = checkpoint_meta(path)
     q = meta.get('quick_gelu')
     if isinstance(q, bool): return 'quick_gelu' if q else 'gelu'
     a = meta.get('activation')
@@ -704,10 +699,8 @@ def _ckpt_activation(path):
 
 def _built_activation(bundle):
     net = getattr(bundle, 'model', None)
-    try:
-        from hnvl.model import uses_quick_gelu
-        q = uses_quick_gelu(net) if isinstance(net, torch.nn.Module) else None
-    except ImportError: q = None
+    from hnvl.model import uses_quick_gelu
+    q = uses_quick_gelu(net) if isinstance(net, torch.nn.Module) else None
     if q is None: q = bool(getattr(bundle, 'quick_gelu', False))
     return 'quick_gelu' if q else 'gelu'
 
@@ -754,10 +747,11 @@ def evaluate_model(model:str='hnvl-tiny', # model name for hnvl.model.create_mod
     bundle = create_model(model, checkpoint=checkpoint, device=dev, quick_gelu=acts[activation],
                           allow_activation_mismatch=bool(allow_activation_mismatch))
     act = check_activation(bundle, checkpoint, allow_activation_mismatch, explicit=activation != 'auto')
-    roots = dict(kv.split('=', 1) for kv in image_roots.split(',')) if image_roots else {}
+    canon = lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower())  # "vgr" -> "vg_relation"
+    roots = {canon(k): v for k, v in (kv.split('=', 1) for kv in image_roots.split(','))} if image_roots else {}
     res, cache, out = {}, {}, Path(out)
-    for name in [b.strip() for b in benchmarks.split(',') if b.strip()]:
-        kw = {'seed': seed} if name.endswith('order') else {}
+    for name in [canon(b) for b in benchmarks.split(',') if b.strip()]:
+        kw = {'seed': seed} if name.endswith('_order') else {}
         b = load(name, data_root, roots.get(name, data_root), **kw)
         r = score(bundle, b, batch_size=batch_size, device=dev, skip_missing=skip_missing, cache=cache)
         res[b.name] = r

@@ -123,7 +123,7 @@ def test_coco_order_counts_and_cache(tmp_path):
 
 @need_ann
 def test_coco_order_real_negatives(tmp_path, monkeypatch):
-    neg = pytest.importorskip('hnvl.negatives', reason='hnvl.negatives (issue 3) not available yet')
+    import hnvl.negatives  # noqa: F401  (the default Order perturbation)
     monkeypatch.setenv('HNVL_CACHE', str(tmp_path))
     b = load('coco_order', ANN, max_items=20, seed=1)
     p = Path(b.meta['options_path']); assert p.is_file() and p.parent.parent == tmp_path
@@ -231,6 +231,14 @@ class CountingEncoder(torch.nn.Module):
     def encode_text(self, t): self.txt_rows += len(t); return torch.stack([t[:, 0], t[:, 1], torch.ones(len(t))], 1)
 
 
+class AngleEncoder(torch.nn.Module):
+    "Stand-in model: an image's grey level and a prompt's first word are angles in degrees; features are unit vectors at them."
+    def preprocess(self, im): return torch.tensor([float(np.asarray(im, np.float32).mean())])
+    def tokenizer(self, texts): return torch.tensor([[float(t.split()[0])] for t in texts])
+    def encode_image(self, x): a = torch.deg2rad(x[:, 0]); return torch.stack([a.cos(), a.sin()], 1)
+    encode_text = encode_image
+
+
 def _render(root, names, size=32):
     rng = np.random.default_rng(0)
     for n in names:
@@ -257,6 +265,30 @@ def test_zeroshot_folder(tmp_path):
     assert len(b) == 6 and b.texts == ['a photo of a cat.', 'a cat thing', 'a photo of a dog.', 'a dog thing']
     enc = CountingEncoder(); r = score(enc, b)
     assert enc.img_rows == 6 and enc.txt_rows == 4 and 0 <= r.metrics['top1'] <= 100 and r.metrics['top5'] == 100.
+    # exact values: 7 classes whose images and prompts are angles (10*j degrees), so every similarity is known
+    for j in range(7):
+        (tmp_path/'ang'/f'c{j}').mkdir(parents=True); Image.new('RGB', (4, 4), (10 * j,) * 3).save(tmp_path/'ang'/f'c{j}'/'0.png')
+    right = load('zeroshot', tmp_path/'ang', templates=['{} degrees'], classnames={f'c{j}': str(10 * j) for j in range(7)})
+    m = score(AngleEncoder(), right).metrics
+    assert (m['top1'], m['top5'], m['mean_per_class']) == (100., 100., 100.)
+    # reversed names: image j's own prompt sits at 10*(6-j) degrees, |20j - 60| away. Only j = 3 is top-1; j = 2, 4 (20
+    # degrees off, ranks 4-5) are top-5; j = 0, 1, 5, 6 (40 or 60 degrees off, rank >= 6) are not
+    m = score(AngleEncoder(), load('zeroshot', tmp_path/'ang', templates=['{} degrees'],
+                                   classnames={f'c{j}': str(10 * (6 - j)) for j in range(7)})).metrics
+    assert m['top1'] == pytest.approx(100 / 7) and m['top5'] == pytest.approx(300 / 7) and m['mean_per_class'] == pytest.approx(100 / 7)
+
+
+def test_eval_resolves_aliases_for_image_roots(tmp_path):
+    "`--benchmarks vgr --image_roots vgr=... / vg_relation=...` reads images from that root, not from data_root."
+    rec = dict(image_path='1.jpg', bbox_x=0, bbox_y=0, bbox_w=8, bbox_h=8, relation_name='on', true_caption='a on b', false_caption='b on a')
+    (tmp_path/'ann').mkdir(); (tmp_path/'ann'/'visual_genome_relation.json').write_text(json.dumps([rec]))
+    _render(tmp_path/'imgs', ['1.jpg'])
+    for bench, roots in [('vgr', 'vg_relation'), ('VG-R', 'vgr'), ('vg_relation', 'aro_vgr')]:
+        out = tmp_path/f'out_{bench}'
+        doc = B.hnvl_eval(model='hnvl-tiny', benchmarks=bench, data_root=str(tmp_path/'ann'), image_roots=f'{roots}={tmp_path/"imgs"}',
+                          out=str(out), device='cpu')
+        assert doc['benchmarks']['vg_relation']['counts']['scored'] == 1
+        assert doc['settings']['image_roots'] == {'vg_relation': str(tmp_path/'imgs')}
 
 
 def test_imagenet_names_from_open_clip():
@@ -266,9 +298,9 @@ def test_imagenet_names_from_open_clip():
 
 # ------------------------------------------------------------------------------------------ end to end, tiny model
 def _tiny():
-    model = pytest.importorskip('hnvl.model', reason='hnvl.model (issue 2) not available yet')
+    from hnvl.model import create_model
     torch.manual_seed(0)
-    return model.create_model('hnvl-tiny')
+    return create_model('hnvl-tiny')
 
 
 def _count_calls(bundle):
@@ -312,7 +344,7 @@ def test_end_to_end_tiny_sugarcrepe_valse(tmp_path):
 
 
 def test_from_task_shapes_world():
-    data = pytest.importorskip('hnvl.data', reason='hnvl.data (issue 4) not available yet')
+    from hnvl import data
     bundle = _tiny()
     cfg = data.WorldConfig()
     for name in ('attribute_swap', 'order', 'retrieval'):
@@ -344,7 +376,7 @@ def test_from_task_retrieval_equivalent_captions():
 
 @need_ann
 def test_hnvl_eval_cli(tmp_path):
-    model = pytest.importorskip('hnvl.model', reason='hnvl.model (issue 2) not available yet')
+    from hnvl import model
     root = tmp_path/'data'; (root/'sugarcrepe').mkdir(parents=True)
     for s in B.SUGARCREPE_SUBSETS:
         d = json.loads((ANN/'sugarcrepe'/f'{s}.json').read_text())
