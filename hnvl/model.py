@@ -14,7 +14,7 @@ import torch
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .core import check_tensor, asset_path, atomic_write
+from .core import check_tensor, asset_path, atomic_write, _json_default
 
 # %% auto #0
 __all__ = ['TINY', 'register_configs', 'ClipBundle', 'load_state_dict', 'resolve_quick_gelu', 'uses_quick_gelu', 'create_model',
@@ -168,7 +168,7 @@ def resolve_quick_gelu(name:str=TINY, # open_clip architecture name (or "tiny")
     if checkpoint is not None:
         p = _check_file(checkpoint)
         jit = _is_torchscript(p)
-        if not jit: meta = _read_checkpoint(p)[1]
+        if not jit: meta = checkpoint_meta(p)  # a .safetensors header only, not its tensors
     return _decide_quick_gelu(name, quick_gelu, meta, jit, checkpoint, allow_activation_mismatch)
 
 # %% ../nbs/04_model.ipynb #c68899b3
@@ -238,13 +238,6 @@ def create_model(name:str=TINY, # open_clip architecture name, e.g. "hnvl-tiny" 
                       checkpoint=None if checkpoint is None else str(checkpoint))
 
 # %% ../nbs/04_model.ipynb #f6e6ec0e
-def _jsonable(o):
-    if isinstance(o, (np.integer,)): return int(o)
-    if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
-    if isinstance(o, Path): return str(o)
-    raise TypeError(f"save_model: metadata value of type {type(o).__name__} is not JSON-serialisable")
-
 def _unwrap_module(m):
     while True:
         if hasattr(m, "_orig_mod"): m = m._orig_mod
@@ -266,10 +259,11 @@ def save_model(bundle_or_model, # a `ClipBundle`, or a bare open_clip module (th
         if meta.get("model", name) != name: raise ValueError(f"model={meta['model']!r} contradicts the bundle's name {name!r}")
         meta.pop("model", None)
     elif isinstance(model, torch.nn.Module):
-        module = _unwrap_module(model); name, qg = meta.pop("model", None), uses_quick_gelu(module)
+        name, qg, module = meta.pop("model", None), uses_quick_gelu(model), model
     else: raise TypeError(f"bundle_or_model must be a ClipBundle or torch.nn.Module, got {type(model).__name__}")
     module = _unwrap_module(module)
-    info = json.loads(json.dumps({"model": name, "quick_gelu": qg, "hnvl_version": __version__, **meta}, default=_jsonable))
+    try: info = json.loads(json.dumps({"model": name, "quick_gelu": qg, "hnvl_version": __version__, **meta}, default=_json_default))
+    except TypeError as e: raise TypeError(f"save_model: metadata is not JSON-serialisable ({e})") from e
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -284,8 +278,11 @@ def checkpoint_meta(path, # checkpoint file
     p = _check_file(path)
     if p.suffix == ".safetensors":
         from safetensors import safe_open
-        with safe_open(str(p), framework="pt") as f: md = f.metadata() or {}
-        return json.loads(md["hnvl_meta"]) if "hnvl_meta" in md else {}
+        try:
+            with safe_open(str(p), framework="pt") as f: md = f.metadata() or {}
+            return json.loads(md["hnvl_meta"]) if "hnvl_meta" in md else {}
+        except Exception as e:
+            raise ValueError(f"could not read checkpoint {str(p)!r} ({type(e).__name__}: {str(e)[:300]})") from e
     return {} if _is_torchscript(p) else _read_checkpoint(p)[1]
 
 # %% ../nbs/04_model.ipynb #3dac21ff

@@ -8,7 +8,8 @@ autograd reaches only its own shard (the other shards arrive through a collectiv
 - the gradient of a shared parameter (here the tiny linear layers producing the features) on one process is only
   its shard's share; the shares *sum* to the single-process gradient. DDP all-reduces by *averaging*, so a DDP run
   sees single-process gradient / world_size (open_clip has the same convention; it is a constant factor absorbed by
-  the learning rate). The test checks the sum, and the DDP average × world_size, against the single process.
+  the learning rate). The test checks the sum against the single process, and runs the layers once more inside a
+  real `DistributedDataParallel` (gloo, CPU) to check that its averaged gradient × world_size is the single-process one.
 """
 import os
 
@@ -32,18 +33,27 @@ def make_inputs():
     return x_img, x_txt, x_neg, mask, w_img, w_txt
 
 
-def run_steps(rows, distributed):
+class Towers(torch.nn.Module):
+    "The two linear layers as one module, so that DDP sees a single forward per step."
+    def __init__(self, w_img, w_txt):
+        super().__init__()
+        self.i, self.t = torch.nn.Linear(DIN, D, bias=False), torch.nn.Linear(DIN, D, bias=False)
+        with torch.no_grad(): self.i.weight.copy_(w_img); self.t.weight.copy_(w_txt)
+
+    def forward(self, x_img, x_txt, x_neg): return self.i(x_img), self.t(x_txt), self.t(x_neg)
+
+
+def run_steps(rows, distributed, ddp=False):
     "Two steps of the full loss on `rows` of the global batch; returns what the test compares."
     x_img, x_txt, x_neg, mask, w_img, w_txt = make_inputs()
-    lin_i, lin_t = torch.nn.Linear(DIN, D, bias=False), torch.nn.Linear(DIN, D, bias=False)
-    with torch.no_grad(): lin_i.weight.copy_(w_img); lin_t.weight.copy_(w_txt)
+    towers = Towers(w_img, w_txt)
+    lin_i, lin_t = towers.i, towers.t
+    net = torch.nn.parallel.DistributedDataParallel(towers) if ddp else towers  # DDP averages grads over processes
     crit = HardNegativeLoss(distributed=distributed)
     scale = torch.tensor(10.)
     for step in range(2):                       # step 2 uses the θ that step 1 measured
-        lin_i.zero_grad(); lin_t.zero_grad()
-        img = F.normalize(lin_i(x_img[rows]), dim=-1)
-        txt = F.normalize(lin_t(x_txt[rows]), dim=-1)
-        neg = F.normalize(lin_t(x_neg[rows]), dim=-1)
+        towers.zero_grad()
+        img, txt, neg = (F.normalize(t, dim=-1) for t in net(x_img[rows], x_txt[rows], x_neg[rows]))
         for t in (img, txt, neg): t.retain_grad()
         out = crit(img, txt, neg, mask[rows], scale)
         out['loss'].backward()
@@ -58,10 +68,9 @@ def worker(rank, world, init_file, out_dir):
     try:
         n = N // world
         res = run_steps(slice(rank * n, (rank + 1) * n), distributed=True)
-        # DDP's gradient: the average over processes
-        ddp = [res['g_wi'].clone(), res['g_wt'].clone()]
-        for t in ddp: dist.all_reduce(t); t /= world
-        res['ddp_wi'], res['ddp_wt'] = ddp
+        # the same run inside a real DistributedDataParallel: its gradient is the average over processes
+        ddp = run_steps(slice(rank * n, (rank + 1) * n), distributed=True, ddp=True)
+        res['ddp_wi'], res['ddp_wt'] = ddp['g_wi'], ddp['g_wt']
         # gather_features itself returns the global batch in rank order
         x = torch.arange(n * 2.).reshape(n, 2) + 100 * rank
         g = gather_features(x, x, x[:, None], torch.ones(n, 1, dtype=torch.bool))
@@ -106,7 +115,9 @@ def test_parameter_gradients_sum_to_single_process(results):
         total = sum(r[k] for r in ranks)
         assert single[k].abs().max() > 0
         torch.testing.assert_close(total, single[k], rtol=1e-5, atol=1e-6)
-        for r in ranks: torch.testing.assert_close(r[ddp] * WORLD, single[k], rtol=1e-5, atol=1e-6)
+        for r in ranks:                                          # a real DDP run: the average of the shares
+            torch.testing.assert_close(r[ddp], total / WORLD, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(r[ddp] * WORLD, single[k], rtol=1e-5, atol=1e-6)
         assert not torch.allclose(ranks[0][k], single[k])       # one shard alone is not the full gradient
 
 

@@ -1,5 +1,5 @@
 "Tests for hnvl.model: offline builds, checkpoint round trips, the QuickGELU guard, encoders and array conversion."
-import time, warnings
+import warnings
 
 import numpy as np
 import pytest
@@ -140,17 +140,15 @@ def test_load_wrapped_module_prefixed_checkpoint(tmp_path):
 
 
 def test_vit_b32_quickgelu_builds_offline():
-    t = time.time()
     b = create_model("ViT-B-32-quickgelu")
     assert (b.quick_gelu, b.image_size, b.context_length) == (True, 224, 77)
     assert any(isinstance(x, QuickGELU) for x in b.model.modules())
     assert 140e6 < b.n_params < 160e6
-    if time.time() - t < 20:
-        b.model.eval()
-        with torch.no_grad():
-            fi = encode_images(b, torch.randn(1, 3, 224, 224))
-            ft = encode_texts(b, ["a photo of a dog"])
-        assert fi.shape == ft.shape == (1, 512)
+    b.model.eval()
+    with torch.no_grad():  # one forward pass each at 224 px on CPU: well under a second
+        fi = encode_images(b, torch.randn(1, 3, 224, 224))
+        ft = encode_texts(b, ["a photo of a dog"])
+    assert fi.shape == ft.shape == (1, 512)
     assert create_model("ViT-B-32").quick_gelu is False
 
 
