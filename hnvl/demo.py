@@ -158,6 +158,22 @@ def run_demo(dc:DemoConfig, # the demo's config
 def _fmt(d): return ' '.join(f"{k}={v:.3f}" for k, v in d.items())
 
 # %% ../nbs/09_demo.ipynb #1decd807
+def _theta_runs(out, configs):
+    "{config: (metrics.jsonl rows, config.json)} of the seed-0 runs whose last metrics row logs θ (`theta_<type>`)."
+    from hnvl.viz import read_jsonl
+    res = {}
+    for c in configs:
+        d = Path(out)/'runs'/c/'seed0'
+        if not (d/'metrics.jsonl').exists(): continue
+        rows = read_jsonl(d/'metrics.jsonl')
+        if rows and any(k.startswith('theta_') for k in rows[-1]):
+            res[c] = rows, (load_json(d/'config.json') if (d/'config.json').exists() else {})
+    return res
+
+def _upper_bound(cfg):
+    "The θ cap in a run's config.json (None for a fixed θ, or when the config does not say)."
+    return None if cfg.get('threshold') == 'fixed' else cfg.get('upper_bound')
+
 def write_plots(out:Path, # demo output folder
                 metrics:dict, stds:dict, # {config: {task: mean}}, {config: {task: std}}
                 dc:DemoConfig, # the demo's config
@@ -171,11 +187,10 @@ def write_plots(out:Path, # demo output folder
     names.append('ablation.png')
     runs = {c: out/'runs'/c/'seed0'/'metrics.jsonl' for c in list(dc.configs) + list(dc.variants) if (out/'runs'/c/'seed0'/'metrics.jsonl').exists()}
     if runs: viz.plot_losses(runs, smooth=0.6, title='fine-tuning losses (seed 0)', path=out/'losses.png'); names.append('losses.png')
-    for c in ('ce_clip', 'itc_hn_cmr', 'ce_clip_fixed'):
-        p = out/'runs'/c/'seed0'/'metrics.jsonl'
-        if p.exists():
-            viz.plot_thresholds(p, upper_bound=10.0, title=f'θ per negative type ({c}, seed 0)', path=out/f'theta_{c}.png')
-            names.append(f'theta_{c}.png')
+    for c, (rows, cfg) in _theta_runs(out, list(dc.configs) + list(dc.variants)).items():
+        if not cfg.get('cmr', True): continue   # every hard-negative run logs θ; plot it where CMR uses it
+        viz.plot_thresholds(rows, upper_bound=_upper_bound(cfg), title=f'θ per negative type ({c}, seed 0)', path=out/f'theta_{c}.png')
+        names.append(f'theta_{c}.png')
     import matplotlib.pyplot as plt; plt.close('all')
     return names
 
@@ -199,14 +214,12 @@ def theta_summary(out:Path, # demo output folder
                  ) -> list[str]:
     "Markdown lines: final θ per negative type and the logit scale of each run (seed 0), θ also in cosine units."
     L = []
-    for c in configs:
-        p = Path(out)/'runs'/c/'seed0'/'metrics.jsonl'
-        if not p.exists(): continue
-        rows = [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-        if not rows or not any(k.startswith('theta_') for k in rows[-1]): continue
+    for c, (rows, cfg) in _theta_runs(out, configs).items():
         r, s = rows[-1], rows[-1]['logit_scale']
         th = ', '.join(f"{k[6:]} {v:.2f} ({v / s:.3f} cos)" for k, v in r.items() if k.startswith('theta_'))
-        L.append(f"- {c}: logit scale {s:.1f}; θ at step {r['step']}: {th}")
+        ub = _upper_bound(cfg)
+        cap = 'fixed θ' if cfg.get('threshold') == 'fixed' else f'upper bound {ub:g}' if ub is not None else 'upper bound unknown'
+        L.append(f"- {c}: logit scale {s:.1f}; {cap}; θ at step {r['step']}: {th}")
     return L
 
 def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
@@ -248,9 +261,9 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
           "fixed 2 points, so run `--seeds 3` before reading small differences.", ""]
     if theta:
         L += ["## θ and the logit scale", "",
-              "θ is in logit units (SPEC §4), capped at `upper_bound` = 10. OpenAI CLIP's logit scale is 100, so there the cap is a "
-              "cosine margin of 0.1; the tiny CLIP learns a much smaller scale, so the same cap asks for a far larger cosine margin "
-              "(shown in brackets). θ is only *used* by configurations with CMR; the others log it for comparison.", ""] + list(theta) + [""]
+              "θ is in logit units (SPEC §4), capped at each run's `upper_bound` (10 by default; listed per run below). OpenAI "
+              "CLIP's logit scale is 100, so there a cap of 10 is a cosine margin of 0.1; the tiny CLIP learns a much smaller scale, "
+              "so the same cap asks for a far larger cosine margin (shown in brackets). θ is only *used* by configurations with CMR; the others log it for comparison.", ""] + list(theta) + [""]
     L += ["## Timings", "", f"- pretraining: {timings.get('pretrain_s', 0):.0f} s (0 when cached)",
           f"- fine-tuning: {sum(timings.get('finetune_s', {}).values()):.0f} s in total",
           f"- evaluation: {timings.get('eval_s', 0):.0f} s", f"- total: {timings.get('total_s', 0):.0f} s", ""]

@@ -15,9 +15,17 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.lines import Line2D
 
 from .core import check_tensor, atomic_write
+from .losses import _own_sims
 
 NEG_TYPES = ["relation", "adjective", "noun", "verb"]  # the CE-CLIP recipe's negative types, in order
 COLORS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]  # seaborn "colorblind"
+
+def _types(types, K):
+    "The names of K negative types: `types` as a list, or `NEG_TYPES` when K = 4, else 'type k'; raises on a count mismatch."
+    if types is None: types = NEG_TYPES if K == len(NEG_TYPES) else [f"type {k}" for k in range(K)]
+    types = list(types)
+    if len(types) != K: raise ValueError(f"types must name the {K} negative types, got {len(types)}: {types}")
+    return types
 
 # %% auto #0
 __all__ = ['NEG_TYPES', 'COLORS', 'PAPER_ABLATION', 'HFigure', 'new_figure', 'save_figure', 'plot_ablation', 'read_jsonl',
@@ -190,7 +198,7 @@ def plot_losses(records, # list of metrics.jsonl dicts, a path to metrics.jsonl,
     return _finish(fig, path)
 
 # %% ../nbs/08_viz.ipynb #29135d47
-_THETA_KEY = re.compile(r'^(?:theta|θ)[_/.:](.+)$')
+_THETA_KEY = re.compile(r'^theta[_/.:](.+)$')
 
 def _theta_from_record(r):
     "θ in one record as {type: value} or a list, or None."
@@ -236,10 +244,7 @@ def plot_thresholds(history, # (T, K) tensor/array, `AdaptiveThreshold.history`,
                    ) -> Figure:
     "θ trajectories, one line per negative type, with the upper bound."
     steps, vals, types = _theta_history(history, types)
-    K = vals.shape[1]
-    if types is None: types = NEG_TYPES if K == len(NEG_TYPES) else [f"type {k}" for k in range(K)]
-    types = list(types)
-    if len(types) != K: raise ValueError(f"types must name the {K} negative types, got {len(types)}: {types}")
+    types = _types(types, vals.shape[1])
     fig, axs = new_figure(figsize=(6, 3.4)); ax = axs[0, 0]
     for k, t in enumerate(types): ax.plot(steps, vals[:, k], lw=1.4, label=str(t), color=COLORS[k % len(COLORS)])
     if upper_bound is not None: ax.axhline(float(upper_bound), ls='--', lw=1, color='k', label=f'upper bound {float(upper_bound):g}')
@@ -258,7 +263,8 @@ def pair_similarities(img:torch.Tensor, # (N, D) L2-normalised image features
     check_tensor(img, 'img', (None, None)); D = img.shape[1]; N = img.shape[0]
     check_tensor(txt, 'txt', (N, D)); check_tensor(neg, 'neg', (N, None, D))
     with torch.no_grad():
-        return (logit_scale * (img * txt).sum(-1)).float(), (logit_scale * torch.einsum('nd,nkd->nk', img, neg)).float()
+        pos, own = _own_sims(img, txt, neg, logit_scale)   # the same scores the CMR loss uses
+    return pos.float(), own.float()
 
 def _as_tensor(x, name):
     if isinstance(x, np.ndarray): x = torch.from_numpy(x)
@@ -317,9 +323,7 @@ def plot_separation(pos_sims, # (N,) s(I,T) — or {model_name: (pos_sims, neg_s
     if len(Ks) != 1: raise ValueError(f"every model needs the same number of negative types K, got {sorted(Ks)}")
     K = Ks.pop()
     if K == 0: raise ValueError("neg_sims has no negative types (K = 0)")
-    if types is None: types = NEG_TYPES if K == len(NEG_TYPES) else [f"type {k}" for k in range(K)]
-    types = list(types)
-    if len(types) != K: raise ValueError(f"types must name the {K} negative types, got {len(types)}: {types}")
+    types = _types(types, K)
     ncols = min(K, 4); nrows = math.ceil(K / ncols)
     fig, axs = new_figure(nrows, ncols, figsize=(min(16, 0.6 + 3.2 * ncols), 0.5 + 2.6 * nrows))
     for k, t in enumerate(types):
@@ -381,9 +385,7 @@ def plot_embeddings_2d(img_feats:torch.Tensor, # (N, D) image features
     if neg_feats is None: neg_feats = torch.zeros(N, 0, D)
     check_tensor(neg_feats, 'neg_feats', (N, None, D)); K = neg_feats.shape[1]
     mask = torch.ones(N, K, dtype=torch.bool) if neg_mask is None else check_tensor(_as_tensor(neg_mask, 'neg_mask'), 'neg_mask', (N, K)).bool()
-    if types is None: types = NEG_TYPES if K == len(NEG_TYPES) else [f"type {k}" for k in range(K)]
-    types = list(types)
-    if len(types) != K: raise ValueError(f"types must name the {K} negative types, got {len(types)}: {types}")
+    types = _types(types, K)
     if labels is not None and len(labels) < n: raise ValueError(f"labels must have at least n={n} entries, got {len(labels)}")
     m = mask[:n]
     idx = m.nonzero().tolist()   # (i, k) of the valid negatives shown

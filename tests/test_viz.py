@@ -148,6 +148,23 @@ def test_separation_from_features():
     np.testing.assert_allclose(neg_s[2, 1].item(), 100 * float(img[2] @ neg[2, 1]), rtol=1e-5)
     fig = viz.plot_separation(pos_s, neg_s, types=["a", "b", "c"])
     assert [a.get_title() for a in fig.axes] == ["a", "b", "c"]
+    # the scores are the CMR loss's own similarities, detached and float32 whatever the inputs
+    from hnvl.losses import _own_sims
+    ref_pos, ref_neg = _own_sims(img, txt, neg, 100.0)
+    torch.testing.assert_close(pos_s, ref_pos); torch.testing.assert_close(neg_s, ref_neg)
+    p2, n2 = viz.pair_similarities(img.double().requires_grad_(), txt.double(), neg.double(), logit_scale=100.0)
+    assert p2.dtype == n2.dtype == torch.float32 and not p2.requires_grad and not n2.requires_grad
+    assert n2.shape == (6, 3)
+    with pytest.raises(ValueError, match="types must name the 3 negative types, got 1"):
+        viz.plot_separation(pos_s, neg_s, types=["a"])
+    with pytest.raises(ValueError, match="types must name the 3 negative types, got 2"):
+        viz.plot_embeddings_2d(img, txt, neg, types=["a", "b"])
+
+
+def test_neg_types_is_the_ceclip_recipe():
+    # viz keeps its own copy (importing hnvl.negatives would pull fastcore.script into every plot); it must not drift
+    from hnvl.negatives import RECIPES
+    assert viz.NEG_TYPES == RECIPES["ceclip"] == TYPES
 
 
 def test_embeddings_2d_golden(tmp_path):
