@@ -32,21 +32,20 @@ def main():
     model = bundle.model.to(a.device).train()
     sync = (lambda: torch.cuda.synchronize()) if a.device.startswith('cuda') else (lambda: None)
 
-    def time_steps(name, batch):
-        c = cfg.replace(**LOSS_CONFIGS[name])
-        loss_fn = make_loss(c, batch['mask'].shape[1])
-        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5)
-        for _ in range(2): train_step(model, batch, loss_fn, opt)  # warmup
-        ts = []
-        for _ in range(a.steps):
-            sync(); t = time.perf_counter(); train_step(model, batch, loss_fn, opt); sync(); ts.append(time.perf_counter() - t)
-        return sorted(ts)[len(ts) // 2]
-
     def time_fn(f, n=None):
+        "Median seconds of `n` (default --steps) calls of `f`, after one warmup call."
         n = n or a.steps; f(); ts = []
         for _ in range(n):
             sync(); t = time.perf_counter(); f(); sync(); ts.append(time.perf_counter() - t)
         return sorted(ts)[len(ts) // 2]
+
+    def time_steps(name, batch):
+        c = cfg.replace(**LOSS_CONFIGS[name])
+        loss_fn = make_loss(c, batch['mask'].shape[1])
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5)
+        step = lambda: train_step(model, batch, loss_fn, opt)
+        step()  # a second warmup step (time_fn does the first)
+        return time_fn(step)
 
     N, K = a.batch, len(types)
     # interleave the two objectives to share the machine's noise

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #1819e32f
 from __future__ import annotations
-import dataclasses, json, math, os, random, time
+import dataclasses, functools, json, math, os, random, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -194,11 +194,6 @@ class CachedTokenizer:
         return torch.stack([self.cache[t] for t in texts])
 
 # %% ../nbs/06_train.ipynb #1e9ad794
-def _no_negatives(n):
-    "A K=0 stand-in for `hnvl.negatives.Negatives` (plain CLIP: nothing generated, tokenised or encoded)."
-    from types import SimpleNamespace
-    return SimpleNamespace(types=[], negatives=[[] for _ in range(n)], mask=np.zeros((n, 0), dtype=bool))
-
 def make_dataset(cfg:TrainConfig, # the run's config
                  bundle, # `hnvl.model.ClipBundle` (preprocessing, mean/std)
                 ):
@@ -211,36 +206,30 @@ def make_dataset(cfg:TrainConfig, # the run's config
             if cfg.neg_vocab not in ('captions', None): raise ValueError(f"neg_vocab must be 'captions' or None, got {cfg.neg_vocab!r}")
             vocab = sorted({w for c in world.captions for w in c.split()}) if cfg.neg_vocab == 'captions' else None
             negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend, vocab=vocab)
-        else: negs = _no_negatives(len(world.captions))
-        return ArrayHardNegatives(world.images, list(world.captions), negs, bundle.mean, bundle.std), list(negs.types)
+        else: negs = None # K=0: plain CLIP, nothing generated, tokenised or encoded
+        ds = ArrayHardNegatives(world.images, list(world.captions), negs, bundle.mean, bundle.std)
+        return ds, list(ds.types)
     if cfg.data == 'coco':
-        for f in ('coco_ann', 'coco_images', 'negatives_path'):
+        for f in ('coco_ann', 'coco_images') + (('negatives_path',) if cfg.hard_negatives else ()):
             if not getattr(cfg, f): raise ValueError(f"data='coco' needs {f} (a local path; nothing is downloaded), got None")
         from hnvl.data import CocoHardNegatives
-        ds = CocoHardNegatives(cfg.coco_ann, cfg.coco_images, cfg.negatives_path, bundle.preprocess_train, skip_missing=cfg.skip_missing)
-        types = getattr(ds, 'types', None) or getattr(getattr(ds, 'negs', None), 'types', None)
-        if types is None: raise ValueError("the COCO dataset does not say its negative types (.types)")
-        return ds, (list(types) if cfg.hard_negatives else [])
+        ds = CocoHardNegatives(cfg.coco_ann, cfg.coco_images, cfg.negatives_path if cfg.hard_negatives else None, # None: K=0
+                               bundle.preprocess_train, skip_missing=cfg.skip_missing)
+        return ds, list(ds.types)
     raise ValueError(f"data must be 'shapes' or 'coco', got {cfg.data!r}")
 
 # %% ../nbs/06_train.ipynb #dde768b6
-def _collate(tokenizer, hard_negatives):
-    from hnvl.data import collate_hard_negatives
-    def f(batch):
-        if not hard_negatives: batch = [(b[0], b[1], [], torch.zeros(0, dtype=torch.bool)) for b in batch]
-        return collate_hard_negatives(batch, tokenizer)
-    return f
-
 def batches(ds, # the training dataset
             sampler:EpochBatchSampler, # which indices, in which order
             tokenizer, # list[str] -> LongTensor
-            cfg:TrainConfig, # for workers, pinning and the loss switches
+            cfg:TrainConfig, # for workers and pinning
            ):
     "Iterate collated batches: the array fast path (`ds.batch`) for the shapes world, a `DataLoader` otherwise."
     if hasattr(ds, 'batch'):
         for idx in sampler: yield ds.batch(idx, tokenizer)
     else:
-        yield from torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=_collate(tokenizer, cfg.hard_negatives),
+        from hnvl.data import collate_hard_negatives
+        yield from torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=functools.partial(collate_hard_negatives, tokenizer=tokenizer),
                                                num_workers=cfg.num_workers, pin_memory=str(cfg.device or default_device()).startswith('cuda'))
 
 # %% ../nbs/06_train.ipynb #a0bbf792
@@ -254,7 +243,7 @@ def train_step(model, # open_clip CLIP (train mode)
                grad_clip:float|None=None, # max gradient norm
               ) -> dict:
     "One optimisation step; returns the loss terms as floats."
-    from hnvl.model import encode_images, encode_texts, get_logit_scale
+    from hnvl.model import encode_images, encode_texts, get_logit_scale, _unwrap_module
     dev = next(model.parameters()).device
     images, texts, mask = batch['images'].to(dev, non_blocking=True), batch['texts'].to(dev, non_blocking=True), batch['mask'].to(dev)
     n, k = images.shape[0], mask.shape[1]
@@ -266,19 +255,13 @@ def train_step(model, # open_clip CLIP (train mode)
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
     out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
     opt.zero_grad(set_to_none=True)
-    if scaler is not None and scaler.is_enabled():
-        scaler.scale(out['loss']).backward(); scaler.unscale_(opt)
-        if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(opt); scaler.update()
-    else:
-        out['loss'].backward()
-        if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
+    if scaler is None: scaler = torch.amp.GradScaler(dev.type, enabled=False) # disabled: scale/unscale_/update do nothing, step = opt.step()
+    scaler.scale(out['loss']).backward(); scaler.unscale_(opt)
+    if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt); scaler.update()
     if sched is not None: sched.step()
-    with torch.no_grad(): _unwrap(model).logit_scale.clamp_(0, math.log(100))
+    with torch.no_grad(): _unwrap_module(model).logit_scale.clamp_(0, math.log(100))
     return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
-
-def _unwrap(m): return getattr(m, 'module', m)
 
 # %% ../nbs/06_train.ipynb #6245744a
 def _rng_state():
@@ -297,9 +280,10 @@ def save_checkpoint(path, # destination (written atomically)
                     types:list[str], # negative type names
                    ) -> Path:
     "Write a resumable checkpoint atomically."
-    state = dict(model=_unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+    from hnvl.model import _unwrap_module
+    state = dict(model=_unwrap_module(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                  scaler=scaler.state_dict() if scaler is not None else None,
-                 threshold=loss_fn.state_dict() if getattr(loss_fn, 'threshold', None) is not None else None,
+                 threshold=loss_fn.state_dict() or None, # None: no threshold (plain CLIP)
                  rng=_rng_state(), step=step, config=asdict(cfg), types=types)
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -313,7 +297,7 @@ def fit(cfg:TrainConfig, # what to train, on what, how
         model=None, # a `hnvl.model.ClipBundle` to train in place (None: `create_model(cfg.model, cfg.checkpoint)`)
        ) -> dict:
     "Train per `cfg`; returns the last metrics row, the output folder, checkpoint and model paths and the bundle."
-    from hnvl.model import create_model, save_model
+    from hnvl.model import create_model, save_model, _unwrap_module
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         raise ValueError("fit is single-process (one GPU or the CPU); the losses support all-gather but fit does not shard data yet")
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
@@ -324,7 +308,7 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     bundle = model if model is not None else create_model(cfg.model, checkpoint=cfg.checkpoint, device=dev, quick_gelu=cfg.quick_gelu)
     net = bundle.model.to(dev).train()
     ds, types = make_dataset(cfg, bundle)
-    k = len(types) if cfg.hard_negatives else 0
+    k = len(types)
     per_epoch = len(ds) // cfg.batch_size
     if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({len(ds)})")
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
@@ -339,9 +323,9 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     step = 0
     if cfg.resume and ckpt_path.exists():
         st = load_checkpoint(ckpt_path)
-        _unwrap(net).load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
+        _unwrap_module(net).load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
         if st.get('scaler'): scaler.load_state_dict(st['scaler'])
-        if st.get('threshold') is not None and getattr(loss_fn, 'threshold', None) is not None: loss_fn.load_state_dict(st['threshold'])
+        loss_fn.load_state_dict(st.get('threshold') or {})
         _set_rng_state(st['rng']); step = st['step']
         _truncate_metrics(out/'metrics.jsonl', step)
     elif (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
@@ -352,7 +336,7 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     last, t0, n0 = {}, time.perf_counter(), step
     bar = tqdm(total=end, initial=step, disable=not cfg.progress, desc=Path(cfg.out).name, leave=False)
     for batch in batches(ds, sampler, tok, cfg):
-        if step > 0 and step % per_epoch == 0 and getattr(loss_fn, 'threshold', None) is not None: loss_fn.threshold.new_epoch()
+        if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
         lr = opt.param_groups[0]['lr']
         terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
         if not math.isfinite(terms['loss']): raise FloatingPointError(f"loss became {terms['loss']} at step {step}")
@@ -360,8 +344,8 @@ def fit(cfg:TrainConfig, # what to train, on what, how
         if step % cfg.log_every == 0 or step == end:
             dt = time.perf_counter() - t0
             last = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **terms,
-                        logit_scale=float(_unwrap(net).logit_scale.detach().exp()), samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
-            thr = getattr(loss_fn, 'threshold', None)
+                        logit_scale=float(_unwrap_module(net).logit_scale.detach().exp()), samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
+            thr = loss_fn.threshold
             if thr is not None: last.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
             with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
             bar.set_postfix(loss=f"{terms['loss']:.3f}")

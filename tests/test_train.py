@@ -30,11 +30,16 @@ def test_fit_tiny_loss_finite_and_falling(tmp_path):
     for k, v in r['bundle'].model.state_dict().items(): assert torch.equal(v, b.model.state_dict()[k]), k
 
 def test_warmup_cosine_and_clamp(tmp_path):
-    fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=8, warmup=4, lr=1e-2, progress=False))
+    from hnvl.model import create_model
+    bundle = create_model('hnvl-tiny')
+    with torch.no_grad(): bundle.model.logit_scale.fill_(math.log(300))  # above the cap: only train_step's clamp brings it to 100
+    fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=8, warmup=4, lr=1e-2, progress=False), model=bundle)
     lrs = [x['lr'] for x in _rows(tmp_path)]
     assert lrs[:4] == pytest.approx([1e-2 * (i + 1) / 4 for i in range(4)])
     assert lrs[4] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))  # then cosine decay
     assert all(x['logit_scale'] <= 100 + 1e-4 for x in _rows(tmp_path))
+    assert _rows(tmp_path)[0]['logit_scale'] == pytest.approx(100)  # one AdamW step (lr 2.5e-3) cannot take ln 300 to ln 100 alone
+    assert float(bundle.model.logit_scale.detach().exp()) <= 100 + 1e-4
 
 def test_param_groups_no_decay_on_bias_norm_logit_scale():
     from hnvl.model import create_model
@@ -114,6 +119,11 @@ def test_fit_on_a_tiny_coco_folder(tmp_path):
                                coco_images=str(tmp_path/'img'), negatives_path=str(tmp_path/'negs.jsonl.gz'),
                                batch_size=4, steps=3, progress=False))
     assert r['step'] == 3 and r['types'] == ['relation', 'adjective', 'noun', 'verb'] and math.isfinite(r['loss'])
+    # plain CLIP on COCO needs no negatives cache (K = 0); hard negatives do
+    coco = dict(data='coco', coco_ann=str(tmp_path/'captions.json'), coco_images=str(tmp_path/'img'), batch_size=4, progress=False)
+    r0 = fit(TrainConfig.preset('tiny', out=str(tmp_path/'run0'), steps=2, **coco, **LOSS_CONFIGS['clip_ft']))
+    assert r0['step'] == 2 and r0['types'] == [] and r0['imc'] == 0 and r0['cmr'] == 0 and math.isfinite(r0['loss'])
+    with pytest.raises(ValueError, match="data='coco' needs negatives_path"): fit(TrainConfig.preset('tiny', out=str(tmp_path/'run1'), **coco))
     (tmp_path/'img'/'3.jpg').unlink()
     with pytest.raises(FileNotFoundError, match='3.jpg'):
         fit(TrainConfig.preset('tiny', out=str(tmp_path/'run2'), data='coco', coco_ann=str(tmp_path/'captions.json'),
