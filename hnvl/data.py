@@ -40,6 +40,7 @@ class WorldConfig:
     sizes:tuple=('small', 'large') # sizes (keys of `SIZES`)
     relations:tuple=('left of', 'right of', 'above', 'below') # relations sampled for the described pair
     inverse_phrasings:bool=True # captions name the pair from either object ("A left of B" or "B right of A"); False: only as sampled
+    varied_wording:bool=True # two wordings per relation, optional "is", "a"/"the"; False: one fixed template ("a A to the left of a B")
     heldout:tuple=(('red', 'circle'), ('blue', 'square'), ('green', 'triangle'), ('yellow', 'cross')) # (colour, shape) pairs kept out of train/val
     heldout_frac:float=0.5 # fraction of test scenes that describe a held-out combination
     share_prob:float=0.5 # probability that the two described objects share their colour or their shape
@@ -173,10 +174,12 @@ def scene_key(scene:dict, # a scene dict from `World.scenes`
 
 def scene_captions(scene:dict, # a scene dict from `World.scenes`
                    inverse:bool=True, # also the inverse reading ("B right of A"); False: only the sampled direction
+                   varied:bool=True, # every wording; False: the one fixed template (`WorldConfig.varied_wording`)
                   ) -> list[str]:
-    "Every equivalent phrasing of the scene's described triple (both directions unless `inverse=False`, all wordings)."
+    "Every equivalent phrasing of the scene's described triple (both directions unless `inverse=False`, all wordings unless `varied=False`)."
     return [_phrase(s, rel, t, f, v, art) for s, rel, t in _triples(scene)[:None if inverse else 1]
-            for f in range(len(RELATIONS[rel])) for v in (False, True) for art in ('a', 'the')]
+            for f in (range(len(RELATIONS[rel])) if varied else (0,)) for v in ((False, True) if varied else (False,))
+            for art in (('a', 'the') if varied else ('a',))]
 
 # %% ../nbs/05_data.ipynb #0c643a02
 def _shape_masks(sid, dx, dy, r):
@@ -273,8 +276,8 @@ def _scene_stream(cfg, split, seed, salt=0):
     R = random.Random(f"hnvl-world/{cfg.seed}/{split}/{seed}/{salt}")
     while True: yield _sample_scene(cfg, R, split), R
 
-def _sample_caption(scene, R, inverse=True):
-    return R.choice(scene_captions(scene, inverse))
+def _sample_caption(scene, R, inverse=True, varied=True):
+    return R.choice(scene_captions(scene, inverse, varied))
 
 def world_cache_path(cfg:WorldConfig, # world configuration
                      n:int, # number of scenes
@@ -302,7 +305,7 @@ def make_world(cfg:WorldConfig, # world configuration
     stream = _scene_stream(cfg, split, seed)
     scenes, captions = [], []
     for _ in range(n):
-        s, R = next(stream); scenes.append(s); captions.append(_sample_caption(s, R, cfg.inverse_phrasings))
+        s, R = next(stream); scenes.append(s); captions.append(_sample_caption(s, R, cfg.inverse_phrasings, cfg.varied_wording))
     images = render_scenes(cfg, scenes, seed=seed * 3 + _SPLITS[split])
     w = World(images, captions, scenes, split)
     if cache:
@@ -338,14 +341,16 @@ def _tri(scene, R, inverse=True):
     o = scene['objects']; s, t, rel = _attrs(o[scene['subject']]), _attrs(o[scene['object']]), scene['relation']
     return (s, rel, t) if not inverse or R.random() < 0.5 else (t, INVERSE[rel], s)
 
-def _style(R, rel): return dict(form=R.randrange(len(RELATIONS[rel])), verb=R.random() < 0.5, article=R.choice(('a', 'the')))
+def _style(R, rel, varied=True):
+    if not varied: return dict(form=0, verb=False, article='a')
+    return dict(form=R.randrange(len(RELATIONS[rel])), verb=R.random() < 0.5, article=R.choice(('a', 'the')))
 
 def _cap(s, rel, t, st):
     f = min(st['form'], len(RELATIONS[rel]) - 1)
     return _phrase(_desc(s), rel, _desc(t), f, st['verb'], st['article'])
 
 def _item_relation_swap(cfg, scene, R):
-    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel, cfg.varied_wording)
     if _holds(scene, t, rel, s): return None
     return _cap(s, rel, t, st), [_cap(t, rel, s, st)], rel
 
@@ -357,12 +362,12 @@ def _item_attribute_swap(cfg, scene, R):
     k = R.choice(ks); s2, t2 = {**s, k: t[k]}, {**t, k: s[k]}
     combos = {(d['color'], d['shape']) for d in (s, t)}
     if _holds(scene, s2, None, t2) or not _ok_neg(cfg, scene, s2, t2, combos): return None
-    art = R.choice(('a', 'the'))
+    art = R.choice(('a', 'the')) if cfg.varied_wording else 'a'
     and_cap = lambda a, b: f"{art} {_desc(a)} and {art} {_desc(b)}"
     return and_cap(s, t), [and_cap(s2, t2)], k
 
 def _item_replace(cfg, scene, R, keys):
-    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel, cfg.varied_wording)
     combos = {(d['color'], d['shape']) for d in (s, t)}
     cands = []
     for k in keys:
@@ -378,7 +383,7 @@ def _item_replace(cfg, scene, R, keys):
     return _cap(s, rel, t, st), [_cap(s2, rel, t2, st)], k
 
 def _item_replace_rel(cfg, scene, R):
-    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel, cfg.varied_wording)
     used = set(cfg.relations) | ({INVERSE[r] for r in cfg.relations} if cfg.inverse_phrasings else set())
     cands = [r for r in RELATIONS if r in used and r != rel and not _holds(scene, s, r, t)]
     if not cands: return None
@@ -386,7 +391,7 @@ def _item_replace_rel(cfg, scene, R):
     return _cap(s, rel, t, st), [_cap(s, r, t, st)], rel
 
 def _item_swap(cfg, scene, R, keys):
-    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel, cfg.varied_wording)
     ks = [k for k in keys if s[k] != t[k]]
     if not ks: return None
     k = R.choice(ks); s2, t2 = {**s, k: t[k]}, {**t, k: s[k]}
@@ -414,7 +419,7 @@ def _perturb(words, tags, kind, R):
 _ORDER_KINDS = ('shuffle_nouns_adjs', 'shuffle_allbut_nouns_adjs', 'shuffle_within_trigrams', 'shuffle_trigrams')
 
 def _item_order(cfg, scene, R):
-    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel)
+    s, rel, t = _tri(scene, R, cfg.inverse_phrasings); st = _style(R, rel, cfg.varied_wording)
     true = _cap(s, rel, t, st); words = true.split()
     content = set(_desc(s).split()) | set(_desc(t).split())
     tags = [x in content for x in words]
@@ -461,7 +466,7 @@ def make_task(cfg:WorldConfig, # world configuration
         got = fn(cfg, scene, R)
         if got is None: continue
         true, negs, group = got
-        if name == 'retrieval': caps = scene_captions(scene, cfg.inverse_phrasings); true, negs = caps[0], caps[1:]
+        if name == 'retrieval': caps = scene_captions(scene, cfg.inverse_phrasings, cfg.varied_wording); true, negs = caps[0], caps[1:]
         texts, label = ([true] + negs, 0) if name in ('order', 'retrieval') else _opts(R, true, negs)
         item = dict(image=len(scenes), texts=texts, label=label, group=group, heldout=scene['heldout'])
         if name == 'retrieval': item['key'] = scene_key(scene)

@@ -310,3 +310,22 @@ def test_canonical_phrasings_tasks():
             assert all(parse(t)[1] in 'LA' for t in it['texts']), (name, it['texts'])
     default = make_world(WorldConfig(), 300, cache=False)
     assert {parse(c)[1] for c in default.captions} == set('LRAB')  # the default reads pairs in both directions
+
+
+def test_fixed_wording_tasks():
+    "`varied_wording=False`: captions and every relational task text use the one template ('a A <rel> a B')."
+    cfg = WorldConfig(varied_wording=False)
+    templates = {r: ph[0] for r, ph in D.RELATIONS.items()}
+    def ok(t):
+        return t.startswith('a ') and ' the ' not in t.replace(' to the ', ' ') and ' is ' not in f' {t} ' \
+            and any(f' {p} a ' in t for p in templates.values())
+    w = make_world(cfg, 200, cache=False)
+    assert all(ok(c) for c in w.captions), [c for c in w.captions if not ok(c)][:3]
+    for name in ('relation_swap', 'replace_rel', 'replace_att', 'order', 'retrieval'):
+        texts = [t for it in make_task(cfg, name, n=20, seed=0).items for t in it['texts']]
+        if name == 'order': texts = [it['texts'][0] for it in make_task(cfg, name, n=20, seed=0).items]  # shuffles are not captions
+        assert all(ok(t) for t in texts), (name, [t for t in texts if not ok(t)][:3])
+    att = [t for it in make_task(cfg, 'attribute_swap', n=20, seed=0).items for t in it['texts']]
+    assert all(t.startswith('a ') and ' and a ' in t for t in att), att[:3]
+    varied = make_world(WorldConfig(), 300, cache=False)
+    assert not all(ok(c) for c in varied.captions)  # the default keeps every wording
