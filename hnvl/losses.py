@@ -96,11 +96,11 @@ def _own_sims(img, txt, neg, s):
     si = s * img
     return (si * txt).sum(-1), (si[:, None, :] * neg).sum(-1)   # broadcast-multiply: ~5x faster than einsum's bmm on CPU
 
-def _theta(theta, k, like):
+def _theta(theta, k, like, check=True):
     "θ as a (K,) tensor on `like`'s device/dtype; a number or 0-d tensor applies to every type."
     t = theta if isinstance(theta, torch.Tensor) else torch.as_tensor(theta, dtype=like.dtype)
     if t.ndim == 0: t = t.expand(k)
-    check_tensor(t, 'theta', (k,))
+    check_tensor(t, 'theta', (k,), finite=check)
     return t.to(device=like.device, dtype=like.dtype)
 
 def _cmr(pos, own, mask, theta, reduction='all'):
@@ -200,10 +200,10 @@ class HardNegativeLoss:
             pos, own = _own_sims(img, txt, neg, s)
             if self.imc: out['imc'] = _imc(img, txt, negf, maskf, s, self.imc_variant, pos=pos)
             th = self._get_threshold(k)
-            if self.cmr: out['cmr'] = _cmr(pos, own, neg_mask, _theta(th.value, k, img), self.cmr_reduction)
+            if self.cmr: out['cmr'] = _cmr(pos, own, neg_mask, _theta(th.value, k, img, check=False), self.cmr_reduction)
         out['loss'] = ((out['itc'] if self.itc else zero) + (self.lambda_imc * out['imc'] if self.imc else zero)
                        + (self.lambda_cmr * out['cmr'] if self.cmr else zero))
-        if hn: th.update(pos.detach(), own.detach(), neg_mask)
+        if hn: th.update(pos.detach(), own.detach(), neg_mask, check=False)  # derived from checked features: no second check
         return {k_: out[k_] for k_ in ('loss', 'itc', 'imc', 'cmr')}
 
     def _get_threshold(self, k):

@@ -27,7 +27,7 @@ class AdaptiveThreshold:
         if ema is not None and not 0 <= ema < 1: raise ValueError(f"ema must be in [0, 1) or None, got {ema!r}")
         self.k, self.rule, self.upper_bound, self.reset_every_epoch, self.ema = k, rule, upper_bound, reset_every_epoch, ema
         self.value = torch.zeros(k)
-        self.steps, self.epochs, self.history = 0, 0, []
+        self.steps, self.epochs, self._hist = 0, 0, []  # θ after each update, kept as tensors: no device sync per step
 
     def __repr__(self):
         return (f"AdaptiveThreshold(k={self.k}, rule={self.rule!r}, upper_bound={self.upper_bound}, "
@@ -38,9 +38,10 @@ class AdaptiveThreshold:
                 pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
                 neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
                 neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+                check:bool=True, # validate the inputs (`HardNegativeLoss` passes False: its features are already checked)
                ) -> tuple[torch.Tensor, torch.Tensor]:
         "The rule's raw (clamped) estimate (K,) and which types had a valid entry (K,) bool; does not change state."
-        pos_sim, neg_sim, neg_mask = _check_sims(pos_sim, neg_sim, neg_mask, self.k)
+        if check: pos_sim, neg_sim, neg_mask = _check_sims(pos_sim, neg_sim, neg_mask, self.k)
         pos, neg = pos_sim.detach().float(), neg_sim.detach().float()
         has = neg_mask.any(0)
         if self.rule == 'mean':
@@ -57,15 +58,21 @@ class AdaptiveThreshold:
                pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
                neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
                neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+               check:bool=True, # validate the inputs (False: the caller already did)
               ) -> torch.Tensor:
         "Set θ from this step's similarities (for the next step); types without a valid negative keep their θ."
-        new, has = self.measure(pos_sim, neg_sim, neg_mask)
+        new, has = self.measure(pos_sim, neg_sim, neg_mask, check)
         old = self.value.to(new.device)
         if self.ema is not None: new = self.ema * old + (1 - self.ema) * new
         self.value = torch.where(has, new, old)
         self.steps += 1
-        self.history.append(self.value.tolist())
+        self._hist.append(self.value)
         return self.value
+
+    @property
+    def history(self) -> list:
+        "θ after every update, as lists (read on demand, so training never waits on the device for it)."
+        return [h.tolist() for h in self._hist]
 
     def new_epoch(self):
         "Start of an epoch: reset θ to 0 when `reset_every_epoch`."
@@ -85,7 +92,7 @@ class AdaptiveThreshold:
             if a in sd: setattr(self, a, sd[a])
         self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
         self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
-        self.history = [list(h) for h in sd.get('history', [])]
+        self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
         return self
 
 def _check_sims(pos_sim, neg_sim, neg_mask, k=None):
@@ -116,7 +123,7 @@ class FixedThreshold:
             if v.ndim == 0: v = v.expand(k).clone()
             elif v.shape[0] != k: raise ValueError(f"value must have shape ({k},), got {tuple(v.shape)}")
         self.value, self.k = v, (v.shape[0] if v.ndim else k)
-        self.steps, self.epochs, self.history = 0, 0, []
+        self.steps, self.epochs, self._hist = 0, 0, []
 
     def __repr__(self): return f"FixedThreshold({self.value.tolist()})"
 
@@ -124,13 +131,15 @@ class FixedThreshold:
                pos_sim:torch.Tensor, # (N,) s(I_i, T_i)
                neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
                neg_mask:torch.Tensor, # (N, K) bool
+               check:bool=True, # validate the inputs (False: the caller already did)
               ) -> torch.Tensor:
         "No-op apart from input checks and the history."
-        _check_sims(pos_sim, neg_sim, neg_mask, self.k)
+        if check: _check_sims(pos_sim, neg_sim, neg_mask, self.k)
         self.steps += 1
-        self.history.append(self.value.expand(neg_sim.shape[1]).tolist())
+        self._hist.append(self.value.expand(neg_sim.shape[1]))
         return self.value
 
+    history = AdaptiveThreshold.history
     def new_epoch(self): self.epochs += 1
 
     def state_dict(self) -> dict:
@@ -143,5 +152,5 @@ class FixedThreshold:
         self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
         self.k = self.value.shape[0] if self.value.ndim else self.k
         self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
-        self.history = [list(h) for h in sd.get('history', [])]
+        self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
         return self
