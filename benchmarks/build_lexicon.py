@@ -71,8 +71,8 @@ IRREGULAR_PLURAL = {'man':'men','woman':'women','child':'children','person':'peo
   'furniture':None,'luggage':None,'dirt':None,'mud':None,'milk':None,'coffee':None,'tea':None,'broccoli':None,'lettuce':None,
   'spinach':None,'corn':None,'cereal':None,'icing':None,'frosting':None,'chocolate':None,'yogurt':None,'clothing':None,
   'bacon':None,'soup':None,'pasta':None,'wine':'wines','juice':'juices','soda':'sodas','traffic light':'traffic lights',
-  'tv':'tvs','suv':'suvs','ipad':'ipads','mouse':'mice','teeth':None,'crowd':'crowds','team':'teams','fish':'fish',
-  'pitcher':'pitchers','cattle':None,'football':'footballs'}
+  'tv':'tvs','suv':'suvs','ipad':'ipads','teeth':None,'crowd':'crowds','team':'teams',
+  'pitcher':'pitchers','football':'footballs'}
 ATTRIBUTES = {  # kind -> comma-separated groups of near-synonyms (a replacement comes from another group)
  'color': "red, blue, green, yellow, white, black, brown, orange, pink, purple, gray grey, silver, gold golden, tan beige, "
           "maroon, navy, teal turquoise, violet, cyan, magenta",
@@ -144,7 +144,7 @@ VERB_IRREG = {  # base: (s, ing, past)
  'squat':('squats','squatting','squatted'),'drag':('drags','dragging','dragged'),'pet':('pets','petting','petted'),
  'stare':('stares','staring','stared'),'travel':('travels','traveling','traveled'),'paddle':('paddles','paddling','paddled'),
  'snowboard':('snowboards','snowboarding','snowboarded'),'chew':('chews','chewing','chewed'),'slice':('slices','slicing','sliced'),
- 'swing':('swings','swinging','swung'),'shop':('shops','shopping','shopped'),'row':('rows','rowing','rowed'),
+ 'row':('rows','rowing','rowed'),
  'text':('texts','texting','texted'),'fix':('fixes','fixing','fixed'),'wash':('washes','washing','washed'),'brush':('brushes','brushing','brushed'),
  'watch':('watches','watching','watched'),'reach':('reaches','reaching','reached'),'touch':('touches','touching','touched'),
  'cross':('crosses','crossing','crossed'),'kiss':('kisses','kissing','kissed'),'push':('pushes','pushing','pushed'),
