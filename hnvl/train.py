@@ -79,6 +79,24 @@ class TrainConfig:
     resume: bool = False # continue from OUT/checkpoint.pt if it exists
     progress: bool = True # tqdm progress bar
 
+    def __post_init__(self):
+        "Reject a bad choice or range when the config is made, not steps into a run."
+        from hnvl.losses import IMC_VARIANTS, CMR_REDUCTIONS
+        for name, ok in (('data', ('shapes', 'coco')), ('threshold', ('adaptive', 'fixed', 'max', 'ema')),
+                         ('schedule', ('cosine', 'constant')), ('amp_dtype', ('bf16', 'fp16')), ('neg_vocab', ('captions', None)),
+                         ('imc_variant', IMC_VARIANTS), ('cmr_reduction', CMR_REDUCTIONS)):
+            if getattr(self, name) not in ok: raise ValueError(f"TrainConfig.{name} must be one of {list(ok)}, got {getattr(self, name)!r}")
+        for name, lo, none_ok in (('batch_size', 1, False), ('epochs', 1, False), ('steps', 1, True), ('stop_after', 0, True),
+                                  ('warmup', 0, False), ('log_every', 1, False), ('ckpt_every', 0, False), ('n_train', 1, False)):
+            v = getattr(self, name)
+            if (v is None and not none_ok) or (v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo)):
+                raise ValueError(f"TrainConfig.{name} must be an int >= {lo}{' or None' if none_ok else ''}, got {v!r}")
+        for name in ('lr', 'lambda_imc', 'lambda_cmr', 'fixed_theta', 'upper_bound', 'weight_decay'):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
+        if not 0 <= self.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {self.ema!r}")
+
     @classmethod
     def preset(cls, name:str='tiny', # 'tiny' | 'shapes' | 'paper'
                **overrides) -> 'TrainConfig':
@@ -163,16 +181,21 @@ def make_loss(cfg:TrainConfig, # the run's config
 
 # %% ../nbs/06_train.ipynb #8a3fea1e
 class EpochBatchSampler(torch.utils.data.Sampler):
-    "Batches of indices, reshuffled every epoch by `(seed, epoch)`, starting at global step `start` (drop_last)."
+    "Batches of indices, reshuffled every epoch by `(seed, epoch)`, starting at global step `start` (drop_last); with `shard`, this process's slice of each."
     def __init__(self, n:int, # dataset size
-                 batch_size:int, # batch size
+                 batch_size:int, # global batch size
                  seed:int=0, # shuffling seed
                  start:int=0, # first global step to yield
                  total:int|None=None, # stop after this global step (None: forever)
+                 shard:tuple=(0, 1), # (rank, world_size): yield only this process's contiguous slice of every global batch
                 ):
         if batch_size > n: raise ValueError(f"batch_size ({batch_size}) must be <= the dataset size ({n})")
+        r, w = shard
+        if not (isinstance(w, int) and isinstance(r, int) and w >= 1 and 0 <= r < w):
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+        if batch_size % w: raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({w})")
         self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
-        self.per_epoch = n // batch_size
+        self.rank, self.world, self.per_epoch = r, w, n // batch_size
     def perm(self, epoch:int): return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
     def __len__(self): return (self.total if self.total is not None else 10**12) - self.start
     def __iter__(self):
@@ -180,7 +203,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         while self.total is None or s < self.total:
             e, b = divmod(s, self.per_epoch)
             if e != epoch: epoch, p = e, self.perm(e)
-            yield p[b * self.bs:(b + 1) * self.bs].tolist(); s += 1
+            lb = self.bs // self.world
+            yield p[b * self.bs + self.rank * lb:b * self.bs + (self.rank + 1) * lb].tolist(); s += 1
 
 # %% ../nbs/06_train.ipynb #41a7ee5c
 class CachedTokenizer:
@@ -233,6 +257,31 @@ def batches(ds, # the training dataset
                                                num_workers=cfg.num_workers, pin_memory=str(cfg.device or default_device()).startswith('cuda'))
 
 # %% ../nbs/06_train.ipynb #a0bbf792
+def _dist():
+    "(world size, rank) of the initialised process group, else (1, 0)."
+    d = torch.distributed
+    return (d.get_world_size(), d.get_rank()) if d.is_available() and d.is_initialized() else (1, 0)
+
+def _sum_grads(model, bucket:int=2**24):
+    "Sum the towers' gradients over the process group (flat buckets of about `bucket` elements); average the logit scale's."
+    world = _dist()[0]
+    if world == 1: return
+    from hnvl.model import _unwrap_module
+    m = _unwrap_module(model)
+    shared = {id(getattr(m, a)) for a in ('logit_scale', 'logit_bias') if isinstance(getattr(m, a, None), torch.nn.Parameter)}
+    for p in model.parameters():  # every process's loss reaches the logit scale through the whole global batch, not a shard
+        if id(p) in shared and p.grad is not None: p.grad.div_(world)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    i = 0
+    while i < len(grads):
+        j, size = i, 0
+        while j < len(grads) and (j == i or size + grads[j].numel() <= bucket): size += grads[j].numel(); j += 1
+        flat = torch.cat([g.reshape(-1) for g in grads[i:j]])
+        torch.distributed.all_reduce(flat)
+        o = 0
+        for g in grads[i:j]: g.copy_(flat[o:o + g.numel()].view_as(g)); o += g.numel()
+        i = j
+
 def train_step(model, # open_clip CLIP (train mode)
                batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives`
                loss_fn, # `hnvl.losses.HardNegativeLoss`
@@ -256,7 +305,9 @@ def train_step(model, # open_clip CLIP (train mode)
     out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
     opt.zero_grad(set_to_none=True)
     if scaler is None: scaler = torch.amp.GradScaler(dev.type, enabled=False) # disabled: scale/unscale_/update do nothing, step = opt.step()
-    scaler.scale(out['loss']).backward(); scaler.unscale_(opt)
+    scaler.scale(out['loss']).backward()
+    _sum_grads(model)  # several processes: each backward reached only its own shard; the sum is the one-process gradient
+    scaler.unscale_(opt)
     if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(opt); scaler.update()
     if sched is not None: sched.step()
@@ -298,10 +349,12 @@ def fit(cfg:TrainConfig, # what to train, on what, how
        ) -> dict:
     "Train per `cfg`; returns the last metrics row, the output folder, checkpoint and model paths and the bundle."
     from hnvl.model import create_model, save_model, _unwrap_module
-    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-        raise ValueError("fit is single-process (one GPU or the CPU); the losses support all-gather but fit does not shard data yet")
+    world, rank = _dist()
+    main = rank == 0  # the process that writes metrics, config, checkpoints and the model
+    if world > 1 and cfg.batch_size % world: raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = cfg.device or default_device()
+    if world > 1 and dev == 'cuda': dev = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"; torch.cuda.set_device(dev)
     out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out/'checkpoint.pt'
     seed_everything(cfg.seed)
@@ -312,7 +365,7 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     per_epoch = len(ds) // cfg.batch_size
     if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({len(ds)})")
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
-    loss_fn = make_loss(cfg, k)
+    loss_fn = make_loss(cfg, k); loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
     opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.schedule))
     use_amp = (dev.startswith('cuda')) if cfg.amp is None else bool(cfg.amp)
@@ -327,14 +380,14 @@ def fit(cfg:TrainConfig, # what to train, on what, how
         if st.get('scaler'): scaler.load_state_dict(st['scaler'])
         loss_fn.load_state_dict(st.get('threshold') or {})
         _set_rng_state(st['rng']); step = st['step']
-        _truncate_metrics(out/'metrics.jsonl', step)
-    elif (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
-    save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev, amp=use_amp), out/'config.json')
+        if main: _truncate_metrics(out/'metrics.jsonl', step)
+    elif main and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
+    if main: save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev, amp=use_amp, world_size=world), out/'config.json')
     end = total if cfg.stop_after is None else min(total, cfg.stop_after)
     tok = CachedTokenizer(bundle.tokenizer) if cfg.data == 'shapes' else bundle.tokenizer
-    sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end)
+    sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
     last, t0, n0 = {}, time.perf_counter(), step
-    bar = tqdm(total=end, initial=step, disable=not cfg.progress, desc=Path(cfg.out).name, leave=False)
+    bar = tqdm(total=end, initial=step, disable=not (cfg.progress and main), desc=Path(cfg.out).name, leave=False)
     for batch in batches(ds, sampler, tok, cfg):
         if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
         lr = opt.param_groups[0]['lr']
@@ -347,15 +400,18 @@ def fit(cfg:TrainConfig, # what to train, on what, how
                         logit_scale=float(_unwrap_module(net).logit_scale.detach().exp()), samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
             thr = loss_fn.threshold
             if thr is not None: last.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
-            with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
+            if main:
+                with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
             t0, n0 = time.perf_counter(), step
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
-            save_checkpoint(ckpt_path, net, opt, sched, scaler, loss_fn, step, cfg, types)
+            if main: save_checkpoint(ckpt_path, net, opt, sched, scaler, loss_fn, step, cfg, types)
+            if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
     bar.close()
     res = dict(last, out=str(out), checkpoint=str(ckpt_path), step=step, total=total, types=types, bundle=bundle)
     if step >= total:
-        save_model(bundle, out/'model.pt', config=asdict(cfg))
+        if main: save_model(bundle, out/'model.pt', config=asdict(cfg))
+        if world > 1: torch.distributed.barrier()
         res['model_path'] = str(out/'model.pt')
     return res
 
@@ -402,7 +458,9 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
         kw.update(LOSS_CONFIGS[loss])
     kw.update(_parse_set(set))
     if resume: kw['resume'] = True
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.distributed.is_initialized():  # launched by torchrun
+        torch.distributed.init_process_group('nccl' if torch.cuda.is_available() and device != 'cpu' else 'gloo')
     res = fit(TrainConfig.preset(preset, **kw))
     res.pop('bundle')
-    print(json.dumps(res))
+    if _dist()[1] == 0: print(json.dumps(res))
     return res
