@@ -1,45 +1,80 @@
-"""Does relation swap move, and is it the hard negatives? The quick demo on two phrasings of the shapes world.
+"""Does relation swap move, and is it the hard negatives? Fine-tuning curves on several versions of the shapes world.
 
-For each world below: pretrain the tiny CLIP (plain loss, cached), fine-tune `clip_ft` (plain loss continued — the
-control), `itc_hn` and `ce_clip` for the same steps, and print relation swap / attribute swap per configuration.
+For each world: pretrain the tiny CLIP (plain loss, cached under $HNVL_CACHE), then fine-tune `clip_ft` (the plain
+loss continued: the control), `itc_hn` and `ce_clip` for the same steps with the demo's own configs
+(`hnvl.demo.finetune_config`). Every `--every` steps the run is paused (`stop_after`), scored on relation swap,
+attribute swap and image->text R@1, and resumed from its checkpoint, so the schedule is that of one uninterrupted run.
 
-- `both`: the default world — captions read the pair in either direction ("A left of B" or "B right of A"), so
-  relation word and word order interact (an XOR);
-- `canonical`: `inverse_phrasings=False`, relations left of / above only, 8 colours, 5 shapes, 3 sizes,
-  no outlines — word order alone says which object is where.
+Worlds (`WORLDS`):
+- `both`: the default world. Pairs are read in either direction ("A left of B" = "B right of A"), so word order and
+  relation word interact (an XOR). It has 16 wordings, outlines, shared attributes and noise.
+- `canonical`: `inverse_phrasings=False`, relations left of / above only, 8 colours, 5 shapes, 3 sizes, no
+  outlines. Word order alone says which object is where.
+- `fixed`: the XOR as in `both`, but one template per relation (`varied_wording=False`), no outlines, no shared
+  attributes, no noise.
+- `horizontal`: `fixed` with the relations left of / right of only.
 
-Run: `python benchmarks/relation_worlds.py [--pretrain_steps 300] [--steps 300] [--out runs/relation_worlds]`
-(about 5 minutes per world on 2 cores).
+Run: `python benchmarks/relation_worlds.py --worlds fixed --pretrain_steps 700 --steps 800 --every 200`
+(with 2 CPU threads: about 2 min of pretraining, then ~20 s per 100 steps for `clip_ft` and ~45 s for the
+hard-negative runs, plus the scoring).
 """
-import argparse, json, sys
+import argparse, json, sys, time
 from pathlib import Path
 try: import hnvl  # noqa: F401
 except ImportError: sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
-from hnvl.demo import DemoConfig, run_demo
+import torch
+from hnvl.demo import DemoConfig, pretrain, make_benchmarks, evaluate, finetune_config
+from hnvl.model import create_model
+from hnvl.train import LOSS_CONFIGS, fit
 
+_SIMPLE = dict(outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0)
 WORLDS = {
     'both': {},
     'canonical': dict(relations=('left of', 'above'), inverse_phrasings=False, outline_prob=0.0,
                       colors=('red', 'green', 'blue', 'yellow', 'purple', 'white', 'orange', 'cyan'),
                       shapes=('circle', 'square', 'triangle', 'cross', 'diamond'), sizes=('small', 'medium', 'large')),
+    'fixed': dict(varied_wording=False, **_SIMPLE),
+    'horizontal': dict(varied_wording=False, relations=('left of', 'right of'), **_SIMPLE),
 }
+TASKS = ('relation_swap', 'attribute_swap', 'retrieval')
+
+def scores(bundle, benches):
+    r = evaluate(bundle, benches)
+    return {k: round(r[k], 1) for k in ('relation_swap', 'attribute_swap', 'retrieval_i2t_r1')}
 
 if __name__ == '__main__':
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--pretrain_steps', type=int, default=300)
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--worlds', default='both,canonical,fixed,horizontal')
+    ap.add_argument('--configs', default='clip_ft,itc_hn,ce_clip')
+    ap.add_argument('--pretrain_steps', type=int, default=700)
     ap.add_argument('--steps', type=int, default=300)
-    ap.add_argument('--worlds', default='both,canonical')
+    ap.add_argument('--every', type=int, default=100)
+    ap.add_argument('--batch_size', type=int, default=256)
+    ap.add_argument('--threads', type=int, default=2)
     ap.add_argument('--out', default='runs/relation_worlds')
     a = ap.parse_args()
-    rows = {}
+    rows = []
     for name in a.worlds.split(','):
-        dc = DemoConfig.make(quick=True, out=f"{a.out}/{name}", world=WORLDS[name], configs=('clip_ft', 'itc_hn', 'ce_clip'),
-                             pretrain_steps=a.pretrain_steps, finetune_steps=a.steps, progress=False)
-        m = run_demo(dc, log=lambda *x: None)['metrics']
-        rows[name] = {c: (round(v['relation_swap'], 1), round(v['attribute_swap'], 1)) for c, v in m.items()}
-        print(name, json.dumps(rows[name]), flush=True)
-    print('\nworld       config    relation_swap  attribute_swap')
-    for name, r in rows.items():
-        for c, (rs, at) in r.items(): print(f"{name:<11} {c:<9} {rs:>13} {at:>15}")
-        gain, ctrl = r['ce_clip'][0] - r['clip'][0], r['ce_clip'][0] - r['clip_ft'][0]
-        print(f"{name:<11} ce_clip - clip = {gain:+.1f}; ce_clip - clip_ft (same steps, plain loss) = {ctrl:+.1f}")
+        dc = DemoConfig.make(quick=True, out=f"{a.out}/{name}", world=WORLDS[name], pretrain_steps=a.pretrain_steps,
+                             finetune_steps=a.steps, batch_size=a.batch_size, num_threads=a.threads, progress=False)
+        t0 = time.perf_counter()
+        ckpt = pretrain(dc, log=lambda *x: None)
+        benches = {k: v for k, v in make_benchmarks(dc).items() if k in TASKS}
+        s = scores(create_model('hnvl-tiny', checkpoint=ckpt, device='cpu'), benches)
+        rows.append(dict(world=name, config='clip', step=0, **s)); print(json.dumps(rows[-1]), flush=True)
+        for c in a.configs.split(','):
+            cfg = finetune_config(dc, ckpt, LOSS_CONFIGS[c], 0, Path(dc.out)/c).replace(device='cpu')
+            for f in Path(cfg.out).glob('*'): f.unlink()  # a fresh run, not a resume of an older one
+            for step in range(a.every, a.steps + 1, a.every):
+                res = fit(cfg.replace(stop_after=step, resume=True))
+                rows.append(dict(world=name, config=c, step=step, **scores(res['bundle'], benches)))
+                print(json.dumps(rows[-1]), flush=True)
+        print(f"# {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    print('\nworld       config    step  relation_swap  attribute_swap  i2t_R@1')
+    for r in rows:
+        print(f"{r['world']:<11} {r['config']:<9} {r['step']:>4} {r['relation_swap']:>14} {r['attribute_swap']:>15} {r['retrieval_i2t_r1']:>8}")
+    for name in dict.fromkeys(r['world'] for r in rows):
+        last = {r['config']: r['relation_swap'] for r in rows if r['world'] == name and r['step'] in (0, a.steps)}
+        if {'clip', 'clip_ft', 'ce_clip'} <= set(last):
+            print(f"{name}: ce_clip - clip = {last['ce_clip'] - last['clip']:+.1f}; "
+                  f"ce_clip - clip_ft (same steps, plain loss) = {last['ce_clip'] - last['clip_ft']:+.1f}")

@@ -16,8 +16,8 @@ from .core import cache_dir, save_json, load_json, default_device
 from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
-__all__ = ['QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks', 'run_demo',
-           'write_plots', 'theta_summary', 'report', 'hnvl_demo']
+__all__ = ['QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks', 'finetune_config',
+           'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #4702ddae
 @dataclass
@@ -114,6 +114,17 @@ def _mean_std(vals):
     a = np.array(vals, dtype=float)
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
+def finetune_config(dc:DemoConfig, # the demo's config
+                    ckpt, # the pretrained checkpoint (`pretrain`)
+                    recipe:dict, # loss configuration (a `LOSS_CONFIGS` value or a variant's overrides)
+                    seed:int, # fine-tuning seed
+                    out, # run folder
+                   ) -> TrainConfig:
+    "The fine-tuning run of one configuration and seed: the `shapes` preset, the demo's sizes, `dc.finetune`, then `recipe`."
+    return TrainConfig.preset('shapes', out=str(out), checkpoint=str(ckpt), world=dict(dc.world), n_train=dc.n_train,
+                              steps=dc.finetune_steps, lr=dc.finetune_lr, batch_size=dc.batch_size, warmup=dc.warmup, seed=seed,
+                              num_threads=dc.num_threads, progress=dc.progress, device=dc.device).replace(**dc.finetune).replace(**recipe)
+
 def run_demo(dc:DemoConfig, # the demo's config
              log=print, # progress messages
             ) -> dict:
@@ -136,11 +147,7 @@ def run_demo(dc:DemoConfig, # the demo's config
         runs[name] = []
         for seed in range(dc.seeds):
             t = time.perf_counter()
-            cfg = TrainConfig.preset('shapes', out=str(out/'runs'/name/f'seed{seed}'), checkpoint=str(ckpt), world=dict(dc.world),
-                                     n_train=dc.n_train, steps=dc.finetune_steps, lr=dc.finetune_lr, batch_size=dc.batch_size,
-                                     warmup=dc.warmup, seed=seed, num_threads=dc.num_threads, progress=dc.progress,
-                                     device=dc.device).replace(**dc.finetune).replace(**recipe)
-            res = fit(cfg)
+            res = fit(finetune_config(dc, ckpt, recipe, seed, out/'runs'/name/f'seed{seed}'))
             timings['finetune_s'][f'{name}/seed{seed}'] = time.perf_counter() - t
             t = time.perf_counter(); runs[name].append(evaluate(res['bundle'], benches)); timings['eval_s'] += time.perf_counter() - t
             log(f"{name} seed {seed}: {_fmt(runs[name][-1])}")
