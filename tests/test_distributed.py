@@ -130,7 +130,7 @@ def test_gather_and_unequal_shards(results):
         assert 'every process must hold the same (n, K, D)' in r['unequal']
 
 
-def one_step_grads(out, shard=(0, 1), distributed=False):
+def one_step_grads(shard=(0, 1), distributed=False):
     "Gradients of one `train_step` of the tiny preset on this process's shard of the first global batch (SGD, lr 0)."
     from hnvl.model import create_model
     from hnvl.train import TrainConfig, make_dataset, make_loss, EpochBatchSampler, train_step
@@ -148,7 +148,7 @@ def fit_worker(rank, world, init_file, out):
     dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
     try:
         from hnvl.train import TrainConfig, fit
-        torch.save(one_step_grads(out, (rank, world), distributed=True), f'{out}-grads{rank}.pt')
+        torch.save(one_step_grads((rank, world), distributed=True), f'{out}-grads{rank}.pt')
         fit(TrainConfig.preset('tiny', out=out, device='cpu', num_threads=1, progress=False, steps=6, log_every=1))
     finally:
         dist.destroy_process_group()
@@ -175,7 +175,7 @@ def test_fit_data_parallel_equals_one_process(tmp_path, monkeypatch):
     # AdamW hides a constant gradient factor, so check one step's gradients directly: summed over the two
     # processes (each on its half of the batch) they are the one-process gradients, not half of them
     g = [torch.load(f"{tmp_path / 'ddp'}-grads{r}.pt", weights_only=False) for r in range(WORLD)]
-    one = one_step_grads(None)
+    one = one_step_grads()
     assert g[0]['idx'] + g[1]['idx'] == one['idx'] and not set(g[0]['idx']) & set(g[1]['idx'])
     for n, v in one['grads'].items():
         torch.testing.assert_close(g[0]['grads'][n], v, rtol=1e-4, atol=1e-6, msg=f'gradient of {n}')
