@@ -322,8 +322,8 @@ def test_fixed_wording_tasks():
     w = make_world(cfg, 200, cache=False)
     assert all(ok(c) for c in w.captions), [c for c in w.captions if not ok(c)][:3]
     for name in ('relation_swap', 'replace_rel', 'replace_att', 'order', 'retrieval'):
-        texts = [t for it in make_task(cfg, name, n=20, seed=0).items for t in it['texts']]
-        if name == 'order': texts = [it['texts'][0] for it in make_task(cfg, name, n=20, seed=0).items]  # shuffles are not captions
+        items = make_task(cfg, name, n=20, seed=0).items
+        texts = [it['texts'][0] for it in items] if name == 'order' else [t for it in items for t in it['texts']]  # shuffles are not captions
         assert all(ok(t) for t in texts), (name, [t for t in texts if not ok(t)][:3])
     att = [t for it in make_task(cfg, 'attribute_swap', n=20, seed=0).items for t in it['texts']]
     assert all(t.startswith('a ') and ' and a ' in t for t in att), att[:3]
