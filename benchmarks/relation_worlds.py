@@ -35,6 +35,8 @@ WORLDS = {
                       shapes=('circle', 'square', 'triangle', 'cross', 'diamond'), sizes=('small', 'medium', 'large')),
     'fixed': dict(varied_wording=False, **_SIMPLE),
     'horizontal': dict(varied_wording=False, relations=('left of', 'right of'), **_SIMPLE),
+    'wide': dict(varied_wording=False, colors=('red', 'green', 'blue', 'yellow', 'purple', 'white', 'orange', 'cyan'),
+                 shapes=('circle', 'square', 'triangle', 'cross', 'diamond'), sizes=('small', 'medium', 'large'), **_SIMPLE),
 }
 TASKS = ('relation_swap', 'attribute_swap', 'retrieval')
 

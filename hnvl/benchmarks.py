@@ -278,6 +278,13 @@ def _agg_sugarcrepe(items, sims, ctx):
     m['mean_7'] = _mean(m[s] for s in SUGARCREPE_SUBSETS if s in g); m['micro'] = _acc(sum(g.values(), []))
     return m
 
+def _among(names, known, what):
+    "`names` as a list (all of `known` when None), raising on any name not in `known`."
+    names = list(names or known)
+    bad = [s for s in names if s not in known]
+    if bad: raise ValueError(f"{what} must be among {list(known)}, got {bad}")
+    return names
+
 def _find_dir(ann_root, fname, subdirs):
     root = Path(ann_root).expanduser()
     for s in subdirs:
@@ -291,9 +298,7 @@ def load_sugarcrepe(ann_root, # folder with the 7 subset JSONs (or a parent with
                    ) -> Benchmark:
     "SugarCrepe: one 2-way item (caption vs negative_caption) per record, grouped by subset and category."
     folder = _find_dir(ann_root, 'add_att.json', ('', 'sugarcrepe', 'data'))
-    subsets = list(subsets or SUGARCREPE_SUBSETS)
-    bad = [s for s in subsets if s not in SUGARCREPE_SUBSETS]
-    if bad: raise ValueError(f"subsets must be among {list(SUGARCREPE_SUBSETS)}, got {bad}")
+    subsets = _among(subsets, SUGARCREPE_SUBSETS, 'subsets')
     items = [Item(v['filename'], [v['caption'], v['negative_caption']], 0, {'subset': s, 'category': SUGARCREPE_SUBSETS[s], 'id': k})
              for s in subsets for k, v in load_json(folder/f'{s}.json').items()]
     imgs = FolderImages(image_root, ('', 'val2017', 'images', 'coco/val2017', 'sugarcrepe/images')) if image_root else None
@@ -332,9 +337,7 @@ def load_valse(ann_root, # folder with the 11 instrument JSONs (or a parent with
               ) -> Benchmark:
     "VALSE: caption vs foil per item, grouped by instrument; `meta['counts']` has total and valid counts."
     folder = _find_dir(ann_root, 'existence.json', ('', 'valse', 'data'))
-    instruments = list(instruments or VALSE_INSTRUMENTS)
-    bad = [s for s in instruments if s not in VALSE_INSTRUMENTS]
-    if bad: raise ValueError(f"instruments must be among {list(VALSE_INSTRUMENTS)}, got {bad}")
+    instruments = _among(instruments, VALSE_INSTRUMENTS, 'instruments')
     items, total, valid = [], 0, 0
     for s in instruments:
         for k, v in load_json(folder/f'{s}.json').items():
@@ -688,10 +691,8 @@ def results_table(results:dict, # benchmark name -> `Result` (or its `to_dict()`
     return '\n'.join(lines)
 
 # %% ../nbs/07_benchmarks.ipynb #1a3d31f7
-def _ckpt_activation(path):
-    "The activation recorded in a checkpoint ('quick_gelu' / 'gelu'), or None."
-    from hnvl.model import checkpoint_meta
-    meta = checkpoint_meta(path)
+def _ckpt_activation(meta:dict):
+    "The activation recorded in a checkpoint's metadata ('quick_gelu' / 'gelu'), or None."
     q = meta.get('quick_gelu')
     if isinstance(q, bool): return 'quick_gelu' if q else 'gelu'
     a = meta.get('activation')
@@ -712,7 +713,11 @@ def check_activation(bundle, # the model bundle (`.model`, `.quick_gelu`, `.name
     "The activation in use ('quick_gelu' or 'gelu'); raises on a QuickGELU/GELU mismatch with the checkpoint unless allowed."
     act = _built_activation(bundle)
     if checkpoint is None: return act
-    want, name = _ckpt_activation(checkpoint), str(getattr(bundle, 'name', ''))
+    if getattr(bundle, 'checkpoint', None) == str(checkpoint) and isinstance(getattr(bundle, 'meta', None), dict): meta = bundle.meta
+    else:   # weights loaded elsewhere: read the record (the bundle's own, read when it was built, saves a second load)
+        from hnvl.model import checkpoint_meta
+        meta = checkpoint_meta(checkpoint)
+    want, name = _ckpt_activation(meta), str(getattr(bundle, 'name', ''))
     if want is None and act == 'gelu' and name.startswith('ViT-') and not explicit:
         msg = (f"checkpoint {checkpoint} records no activation and model {name!r} was built with GELU; OpenAI-derived checkpoints "
                "(CLIP, NegCLIP, CE-CLIP) need QuickGELU (--activation quick_gelu, or a '-quickgelu' model name). "

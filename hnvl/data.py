@@ -638,12 +638,10 @@ class CocoHardNegatives:
         self.skipped, self.skipped_files = len(bad), sorted(bad)
         self.skipped_captions = len(samples) - len(keep)
         self.samples = [samples[i] for i in keep]
-        self.types = list(negs.types)
-        mask = np.asarray(negs.mask, dtype=bool)
-        self.negatives = [list(negs.negatives[rows[i]]) for i in keep]
-        self.mask = torch.from_numpy(mask[[rows[i] for i in keep]].reshape(len(keep), len(self.types)))
         from types import SimpleNamespace
-        self.negs = SimpleNamespace(types=self.types, negatives=self.negatives, mask=self.mask.numpy())
+        self.types = list(negs.types)   # the same three views as `ArrayHardNegatives`: negs (N×K strings), mask (tensor), types
+        self.mask = torch.from_numpy(np.asarray(negs.mask, dtype=bool)[[rows[i] for i in keep]].reshape(len(keep), len(self.types)))
+        self.negs = SimpleNamespace(types=self.types, negatives=[list(negs.negatives[rows[i]]) for i in keep], mask=self.mask.numpy())
         self.captions = [c for _, c in self.samples]
     def __len__(self): return len(self.samples)
     def load_image(self, i:int):
@@ -654,4 +652,4 @@ class CocoHardNegatives:
             with Image.open(p) as im: return im.convert('RGB')
         except Exception as e: raise ValueError(f"cannot read COCO image {str(p)!r}: {e}") from e
     def __getitem__(self, i):
-        return self.preprocess(self.load_image(i)), self.samples[i][1], list(self.negatives[i]), self.mask[i]
+        return self.preprocess(self.load_image(i)), self.samples[i][1], list(self.negs.negatives[i]), self.mask[i]

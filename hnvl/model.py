@@ -46,6 +46,7 @@ class ClipBundle:
     std: tuple = OPENAI_DATASET_STD # per-channel normalisation std
     context_length: int = 77 # tokens per text
     checkpoint: str|None = None # local file the weights came from (None: random init)
+    meta: dict = field(default_factory=dict, repr=False) # the hnvl metadata recorded in that checkpoint (`{}` if none)
 
     @property
     def n_params(self) -> int:
@@ -235,7 +236,7 @@ def create_model(name:str=TINY, # open_clip architecture name, e.g. "hnvl-tiny" 
     return ClipBundle(model=model, preprocess=pre, preprocess_train=pre_train, tokenizer=open_clip.get_tokenizer(name),
                       name=name, quick_gelu=qg, image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
                       mean=tuple(pp["mean"]), std=tuple(pp["std"]), context_length=int(model.context_length),
-                      checkpoint=None if checkpoint is None else str(checkpoint))
+                      checkpoint=None if checkpoint is None else str(checkpoint), meta=dict(meta))
 
 # %% ../nbs/04_model.ipynb #f6e6ec0e
 def _unwrap_module(m):

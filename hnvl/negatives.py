@@ -386,14 +386,17 @@ def _list_filler(fill):
     "The word-list filler to use: `fill` when it is one (it may carry restricted word lists), else the default."
     return fill if isinstance(fill, ListFiller) else _default_filler()
 
-def _replace_pos(a, rng, fill, tags):
-    "Replace one random word tagged in `tags` that the filler can replace."
-    idx = [i for i, p in enumerate(a.pos) if p in tags]
-    rng.shuffle(idx)
+def _replace_at(a, rng, fill, idx):
+    "Replace the word at one of the positions `idx` that the filler can replace (at most 8 tried, in random order)."
+    idx = list(idx); rng.shuffle(idx)
     for i in idx[:8]:
         out = _replace(a, i, fill(a, i, rng))
         if out: return out
     return None
+
+def _replace_pos(a, rng, fill, tags):
+    "Replace one random word tagged in `tags` that the filler can replace."
+    return _replace_at(a, rng, fill, [i for i, p in enumerate(a.pos) if p in tags])
 
 def _swap_spans(a, s1, s2):
     "Exchange the word spans s1=(b1,e1) and s2=(b2,e2) (s1 before s2, not overlapping)."
@@ -431,12 +434,7 @@ def gen_adjective(a:Analysis, rng:random.Random, fill=None) -> str|None:
 
 def gen_noun(a:Analysis, rng:random.Random, fill=None) -> str|None:
     "CE-CLIP noun negative: replace one random noun (a phrase head) using the filler."
-    heads = {h for _, _, h in a.nps}
-    idx = [i for i in heads]; rng.shuffle(idx); fill = fill or _default_filler()
-    for i in idx[:8]:
-        out = _replace(a, i, fill(a, i, rng))
-        if out: return out
-    return None
+    return _replace_at(a, rng, fill or _default_filler(), {h for _, _, h in a.nps})
 
 def gen_verb(a:Analysis, rng:random.Random, fill=None) -> str|None:
     "CE-CLIP verb negative: replace one random verb using the filler."

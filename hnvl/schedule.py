@@ -11,7 +11,23 @@ from .core import check_tensor
 __all__ = ['AdaptiveThreshold', 'FixedThreshold']
 
 # %% ../nbs/03_schedule.ipynb #ea9bbb3f
-class AdaptiveThreshold:
+class _Counted:
+    "Step and epoch counters and the θ history, shared by the threshold classes (kept as tensors, read on demand)."
+    def _start(self): self.steps, self.epochs, self._hist = 0, 0, []
+    def _record(self, value): self.steps += 1; self._hist.append(value)
+
+    @property
+    def history(self) -> list:
+        "θ after every update, as lists (read on demand, so training never waits on the device for it)."
+        return [h.tolist() for h in self._hist]
+
+    def _counters(self) -> dict: return dict(steps=self.steps, epochs=self.epochs, history=self.history)
+
+    def _load_counters(self, sd):
+        self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
+        self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
+
+class AdaptiveThreshold(_Counted):
     "Per-type CMR margin θ (K,), re-estimated from each step's detached similarities (SPEC §4)."
     rules = ('mean', 'max')
     def __init__(self,
@@ -27,7 +43,7 @@ class AdaptiveThreshold:
         if ema is not None and not 0 <= ema < 1: raise ValueError(f"ema must be in [0, 1) or None, got {ema!r}")
         self.k, self.rule, self.upper_bound, self.reset_every_epoch, self.ema = k, rule, upper_bound, reset_every_epoch, ema
         self.value = torch.zeros(k)
-        self.steps, self.epochs, self._hist = 0, 0, []  # θ after each update, kept as tensors: no device sync per step
+        self._start()
 
     def __repr__(self):
         return (f"AdaptiveThreshold(k={self.k}, rule={self.rule!r}, upper_bound={self.upper_bound}, "
@@ -65,14 +81,8 @@ class AdaptiveThreshold:
         old = self.value.to(new.device)
         if self.ema is not None: new = self.ema * old + (1 - self.ema) * new
         self.value = torch.where(has, new, old)
-        self.steps += 1
-        self._hist.append(self.value)
+        self._record(self.value)
         return self.value
-
-    @property
-    def history(self) -> list:
-        "θ after every update, as lists (read on demand, so training never waits on the device for it)."
-        return [h.tolist() for h in self._hist]
 
     def new_epoch(self):
         "Start of an epoch: reset θ to 0 when `reset_every_epoch`."
@@ -82,8 +92,7 @@ class AdaptiveThreshold:
     def state_dict(self) -> dict:
         "Everything needed to resume: value, counters, history and the configuration."
         return dict(kind='adaptive', k=self.k, rule=self.rule, upper_bound=self.upper_bound, reset_every_epoch=self.reset_every_epoch,
-                    ema=self.ema, value=self.value.detach().cpu().clone(), steps=self.steps, epochs=self.epochs,
-                    history=[list(h) for h in self.history])
+                    ema=self.ema, value=self.value.detach().cpu().clone(), **self._counters())
 
     def load_state_dict(self, sd:dict):
         "Restore from `state_dict()`; the number of types must match."
@@ -91,8 +100,7 @@ class AdaptiveThreshold:
         for a in ('rule', 'upper_bound', 'reset_every_epoch', 'ema'):
             if a in sd: setattr(self, a, sd[a])
         self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
-        self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
-        self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
+        self._load_counters(sd)
         return self
 
 def _check_sims(pos_sim, neg_sim, neg_mask, k=None):
@@ -110,7 +118,7 @@ def _check_state(sd, kind, k):
     if k is not None and tuple(v.shape) != (k,): raise ValueError(f"state value must have shape ({k},), got {tuple(v.shape)}")
 
 # %% ../nbs/03_schedule.ipynb #bd08a048
-class FixedThreshold:
+class FixedThreshold(_Counted):
     "A constant CMR margin with the `AdaptiveThreshold` interface (update and `new_epoch` change nothing)."
     def __init__(self,
                  value, # margin in logit units: a number (every type) or a sequence/tensor of K values
@@ -123,7 +131,7 @@ class FixedThreshold:
             if v.ndim == 0: v = v.expand(k).clone()
             elif v.shape[0] != k: raise ValueError(f"value must have shape ({k},), got {tuple(v.shape)}")
         self.value, self.k = v, (v.shape[0] if v.ndim else k)
-        self.steps, self.epochs, self._hist = 0, 0, []
+        self._start()
 
     def __repr__(self): return f"FixedThreshold({self.value.tolist()})"
 
@@ -135,22 +143,19 @@ class FixedThreshold:
               ) -> torch.Tensor:
         "No-op apart from input checks and the history."
         if check: _check_sims(pos_sim, neg_sim, neg_mask, self.k)
-        self.steps += 1
-        self._hist.append(self.value.expand(neg_sim.shape[1]))
+        self._record(self.value.expand(neg_sim.shape[1]))
         return self.value
 
-    history = AdaptiveThreshold.history
     def new_epoch(self): self.epochs += 1
 
     def state_dict(self) -> dict:
         "Value, counters and history."
-        return dict(kind='fixed', value=self.value.clone(), steps=self.steps, epochs=self.epochs, history=[list(h) for h in self.history])
+        return dict(kind='fixed', value=self.value.clone(), **self._counters())
 
     def load_state_dict(self, sd:dict):
         "Restore from `state_dict()`."
         _check_state(sd, 'fixed', None)
         self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
         self.k = self.value.shape[0] if self.value.ndim else self.k
-        self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
-        self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
+        self._load_counters(sd)
         return self

@@ -375,7 +375,7 @@ def test_from_task_retrieval_equivalent_captions():
 
 
 @need_ann
-def test_hnvl_eval_cli(tmp_path):
+def test_hnvl_eval_cli(tmp_path, monkeypatch):
     from hnvl import model
     root = tmp_path/'data'; (root/'sugarcrepe').mkdir(parents=True)
     for s in B.SUGARCREPE_SUBSETS:
@@ -409,3 +409,10 @@ def test_hnvl_eval_cli(tmp_path):
     other = dataclasses.replace(bundle, quick_gelu=not bundle.quick_gelu, model=None)
     with pytest.raises(ValueError, match='scores would silently change'): B.check_activation(other, ck)
     assert B.check_activation(other, ck, allow_mismatch=True) == ('quick_gelu' if other.quick_gelu else 'gelu')
+    # a bundle built from that checkpoint carries its record, so the guard does not read the file a second time
+    loaded = model.create_model('hnvl-tiny', checkpoint=ck)
+    assert loaded.meta.get('quick_gelu') == bundle.quick_gelu
+    def no_read(path): raise AssertionError(f"checkpoint read again: {path}")
+    monkeypatch.setattr(model, 'checkpoint_meta', no_read)
+    assert B.check_activation(loaded, ck) == ('quick_gelu' if bundle.quick_gelu else 'gelu')
+    with pytest.raises(AssertionError, match='read again'): B.check_activation(other, ck)   # weights from elsewhere: read
