@@ -13,11 +13,19 @@ import torch
 from fastcore.script import call_parse
 
 from .core import cache_dir, save_json, load_json, default_device
+from .data import COLORS, SHAPES, SIZES
 from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
-__all__ = ['QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks', 'finetune_config',
-           'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
+__all__ = ['DEMO_WORLDS', 'QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks',
+           'finetune_config', 'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
+
+# %% ../nbs/09_demo.ipynb #dc739216
+DEMO_WORLDS = dict(
+    relations=dict(colors=tuple(COLORS), shapes=tuple(SHAPES), sizes=tuple(SIZES), varied_wording=False,
+                   outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0), # few in-batch relation collisions
+    binding=dict(), # the default `WorldConfig`: attribute binding not free
+)
 
 # %% ../nbs/09_demo.ipynb #4702ddae
 @dataclass
@@ -26,11 +34,11 @@ class DemoConfig:
     out: str = 'runs/demo' # output folder
     seeds: int = 1 # fine-tuning seeds (data order and negative sampling); the report gives mean ± std
     configs: tuple = tuple(LOSS_CONFIGS) # fine-tuning configurations (keys of `LOSS_CONFIGS`)
-    world: dict = field(default_factory=dict) # `hnvl.data.WorldConfig` overrides
-    n_train: int = 20_000 # training scenes
+    world: dict = field(default_factory=lambda: dict(DEMO_WORLDS['relations'])) # `hnvl.data.WorldConfig` overrides (a `DEMO_WORLDS` entry)
+    n_train: int = 10_000 # training scenes
     pretrain_steps: int = 2000 # plain-CLIP pretraining steps
     pretrain_lr: float = 1e-3 # pretraining peak learning rate
-    finetune_steps: int = 500 # steps per fine-tune (equal for every configuration)
+    finetune_steps: int = 600 # steps per fine-tune (equal for every configuration)
     finetune_lr: float = 1e-3 # fine-tuning peak learning rate
     batch_size: int = 256 # batch (captions; each with K=4 negatives when hard negatives are on)
     warmup: int = 50 # warmup steps (pretraining and fine-tuning)
@@ -48,12 +56,15 @@ class DemoConfig:
         "The default (≤ 25 min on 2 cores) or quick profile, with `overrides`."
         kw = dict(QUICK) if quick else {}
         kw.update(overrides)
+        if isinstance(kw.get('world'), str):
+            if kw['world'] not in DEMO_WORLDS: raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, got {kw['world']!r}")
+            kw['world'] = dict(DEMO_WORLDS[kw['world']])
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(kw) - names)
         if bad: raise ValueError(f"unknown DemoConfig field(s) {bad}")
         return cls(**kw)
 
-QUICK = dict(configs=('itc_hn', 'ce_clip'), n_train=10_000, pretrain_steps=700, finetune_steps=300, n_per_task=300)
+QUICK = dict(configs=('itc_hn', 'ce_clip'), pretrain_steps=700, finetune_steps=300, n_per_task=300)
 
 # %% ../nbs/09_demo.ipynb #9ad9be28
 def pretrain_config(dc:DemoConfig, # the demo's config
@@ -245,6 +256,7 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
          f"Tiny CLIP (`hnvl-tiny`) pretrained with the plain CLIP loss for {dc.pretrain_steps} steps, then fine-tuned "
          f"{dc.finetune_steps} steps per configuration (batch {dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
          f"{dc.n_per_task} items per task). Accuracy in %" + (", mean ± std over seeds." if dc.seeds > 1 else "."), "",
+         f"World: " + next((f"`{k}`" for k, v in DEMO_WORLDS.items() if v == dc.world), 'custom') + f" (`WorldConfig` overrides {dc.world}).", "",
          "## All tasks", "", "| config | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     L += [f"| {c} | " + " | ".join(pct(c, t) for t in tasks) + " |" for c in cfgs]
     L += ["", "## Beside the paper's Table 4 (ViT-B/32 on COCO; VG-R, VG-A, VALSE)", "",
@@ -281,6 +293,7 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
 @call_parse
 def hnvl_demo(out:str='runs/demo', # output folder
               quick:bool=False, # the ≤ 5-minute profile (`QUICK`: fewer steps; clip, itc_hn and ce_clip)
+              world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default) or 'binding'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
               configs:str=None, # comma-separated subset of the configurations
               threads:int=2, # torch CPU threads
@@ -288,6 +301,6 @@ def hnvl_demo(out:str='runs/demo', # output folder
               no_progress:bool=False, # hide the progress bars
              ):
     "Run the shapes-world ablation: pretrain (cached), fine-tune, evaluate, write metrics.json, report.md and plots."
-    kw = dict(out=out, seeds=seeds, num_threads=threads, progress=not no_progress, device=device)
+    kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, progress=not no_progress, device=device)
     if configs: kw['configs'] = tuple(c.strip() for c in configs.split(','))
     return run_demo(DemoConfig.make(quick=quick, **kw))

@@ -1,6 +1,7 @@
-"""hnvl.demo: `hnvl_demo --quick` completes and writes a well-formed metrics.json showing the relation-swap gain.
+"""hnvl.demo: `hnvl_demo --quick` completes and writes well-formed metrics, report and plots; the default profile shows the relation-swap gain.
 
-This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE): a few minutes on 2 cores.
+This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE; ~5 min on 2 cores) and the default profile
+with `clip_ft` and `ce_clip` only (~9 min).
 """
 import json, math, os, subprocess, sys
 from pathlib import Path
@@ -9,15 +10,14 @@ import pytest
 
 from hnvl.demo import DemoConfig, QUICK, report
 
-# The issue's target for the full run is +25 points (ce_clip over clip on relation_swap); the quick profile must
-# "still show the gain". 15 points is far above the run-to-run noise of a method that learns nothing (~±3 points
-# with 300 items). MEASURED (2026-11-27, 2 CPU cores): default world clip 48.3, itc_hn 55.0, ce_clip 47.3 -> gain
-# -1.0; no fine-tune of any length or world variant lifted it (see the Status section of nbs/09_demo.ipynb). In the
-# canonical-phrasing world (benchmarks/relation_worlds.py) ce_clip gains +25.7, but plain fine-tuning for the same
-# steps (clip_ft) gains +30.3, so it is not the method. Session 3: with one template per relation
-# (`varied_wording=False`) relations are learned by every loss at about the same total step count (hard negatives
-# ahead by a few points at most), so no world tried shows the method's own gain. This assertion therefore fails
-# and is a strict xfail; remove the mark once it passes.
+# The issue's target: the full method lifts relation swap by >= 25 points over the pretrained CLIP (`clip`), and
+# the quick profile "still shows the gain". MEASURED (2026-11-28, 2 CPU cores, default `relations` world):
+# - default profile: see the constants below and the Status section of nbs/09_demo.ipynb;
+# - quick profile (700 pretraining + 300 fine-tuning steps): clip 49.7, itc_hn 47.7, ce_clip 49.3 -> -0.4. In this
+#   world relations are learned only after ~2,000 pretraining steps plus a few hundred fine-tuning steps, more than
+#   5 minutes of CPU allow (1,400 + 600 steps at batch 128 in the same time: 48.3 -> 48.0). So the quick gain test
+#   is a strict xfail (an unexpected pass fails: then remove the mark), and the default profile's gain is tested
+#   below, on the two configurations that carry the claim.
 MIN_RELATION_GAIN = 15.0
 
 TASKS = {'relation_swap', 'attribute_swap', 'order', 'replace_att', 'replace_obj', 'replace_rel', 'retrieval_i2t_r1', 'retrieval_t2i_r1'}
@@ -46,7 +46,7 @@ def test_quick_metrics_well_formed(quick_run):
         for t, v in tasks.items(): assert isinstance(v, float) and 0 <= v <= 100 and math.isfinite(v), (c, t, v)
     assert m['clip']['relation_swap'] < 70, "the pretrained CLIP should be near chance (50%) on relation swap, like CLIP's 59.3 on VG-R"
 
-@pytest.mark.xfail(reason="relation-swap gain not reproduced on the shapes world (measured ce_clip - clip = -1.0; see nbs/09_demo.ipynb Status); strict: an unexpected pass fails, so the mark is removed and MIN_RELATION_GAIN set from that run", strict=True)
+@pytest.mark.xfail(reason="the quick profile is too short for relations to be learned (measured ce_clip - clip = -0.4; the default profile shows the gain, tested below); strict: an unexpected pass fails", strict=True)
 def test_quick_relation_swap_gain(quick_run):
     m = json.load(open(Path(quick_run[0])/'metrics.json'))
     gain = m['ce_clip']['relation_swap'] - m['clip']['relation_swap']
@@ -73,6 +73,23 @@ def test_second_run_uses_cached_pretraining(quick_run, tmp_path):
     m1, m2 = json.load(open(out/'metrics.json')), json.load(open(tmp_path/'o2'/'metrics.json'))
     assert m1['clip'] == m2['clip']  # same pretrained weights, same tasks
     assert m1['itc_hn'] == m2['itc_hn']  # fine-tuning is deterministic on the CPU
+
+# The default profile (2,000 pretraining steps, 600 fine-tuning steps) with the method and its control only: ~9 min.
+MIN_DEFAULT_GAIN = 25.0      # ce_clip - clip, the issue's target
+MIN_OVER_CONTROL = 8.0       # ce_clip - clip_ft: the gain must come from the hard negatives, not from more training
+
+@pytest.fixture(scope='module')
+def default_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp('demo_default')
+    p = _cli(d, '--out', str(d/'out'), '--configs', 'clip_ft,ce_clip', '--no_progress', '--device', 'cpu', cache=d/'cache')
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.load(open(d/'out'/'metrics.json'))
+
+def test_default_relation_swap_gain(default_run):
+    m = {c: v['relation_swap'] for c, v in default_run.items()}
+    assert m['clip'] < 60, f"the pretrained CLIP should be near chance on relation swap, got {m['clip']:.1f}"
+    assert m['ce_clip'] - m['clip'] >= MIN_DEFAULT_GAIN, f"ce_clip - clip on relation_swap = {m['ce_clip'] - m['clip']:.1f} points ({m})"
+    assert m['ce_clip'] - m['clip_ft'] >= MIN_OVER_CONTROL, f"ce_clip - clip_ft on relation_swap = {m['ce_clip'] - m['clip_ft']:.1f} points ({m})"
 
 def test_report_verdicts_from_numbers():
     m = dict(clip=dict(relation_swap=50.), itc_hn=dict(relation_swap=80.), itc_hn_imc=dict(relation_swap=81.),
