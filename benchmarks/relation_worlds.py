@@ -6,7 +6,7 @@ loss continued: the control), `itc_hn` and `ce_clip` for the same steps with the
 attribute swap and image->text R@1, and resumed from its checkpoint, so the schedule is that of one uninterrupted run.
 
 Worlds (`WORLDS`):
-- `both`: the default world. Pairs are read in either direction ("A left of B" = "B right of A"), so word order and
+- `both`: the default `WorldConfig` (the demo's `binding` world). Pairs are read in either direction ("A left of B" = "B right of A"), so word order and
   relation word interact (an XOR). It has 16 wordings, outlines, shared attributes and noise.
 - `canonical`: `inverse_phrasings=False`, relations left of / above only, 8 colours, 5 shapes, 3 sizes, no
   outlines. Word order alone says which object is where.
@@ -16,8 +16,8 @@ Worlds (`WORLDS`):
 - `relations`: the demo's default world (`hnvl.demo.DEMO_WORLDS`): `fixed` with every colour, shape and size, so a
   batch of 256 holds ~4 same-pair scenes in different relations instead of ~31 (`fixed`): little signal for the plain loss.
 
-Run: `python benchmarks/relation_worlds.py --worlds fixed,relations --pretrain_steps 2000 --steps 600 --every 150`
-(with 2 CPU threads: about 2 min of pretraining, then ~20 s per 100 steps for `clip_ft` and ~45 s for the
+Run: `python benchmarks/relation_worlds.py --worlds fixed,relations --pretrain_steps 2000 --steps 600 --every 150 --configs clip_ft,itc_hn_imc,ce_clip`
+(with 2 CPU threads: about 4 min of pretraining per world (2,000 steps), then ~20 s per 100 steps for `clip_ft` and ~45 s for the
 hard-negative runs, plus the scoring).
 """
 import argparse, json, sys, time
@@ -42,14 +42,12 @@ WORLDS = {
 }
 TASKS = ('relation_swap', 'attribute_swap', 'retrieval')
 
-_INVERSE = {'left of': 'right of', 'right of': 'left of', 'above': 'below', 'below': 'above'}
-
 def relation_collisions(world:dict, batch:int=256, n_train:int=10_000, draws:int=50, seed:int=0) -> float:
     "Mean number of scene pairs per random batch that describe the same two objects in different relations."
-    from hnvl.data import WorldConfig, make_world
+    from hnvl.data import WorldConfig, make_world, INVERSE
     def key(s):
         a, b = ((o['size'], o['color'], o['shape']) for o in (s['objects'][s['subject']], s['objects'][s['object']]))
-        return ((a, b), s['relation']) if a <= b else ((b, a), _INVERSE[s['relation']])
+        return ((a, b), s['relation']) if a <= b else ((b, a), INVERSE[s['relation']])
     keys = [key(s) for s in make_world(WorldConfig(**world), n_train, split='train', seed=0).scenes]
     rng, counts = np.random.default_rng(seed), []
     for _ in range(draws):

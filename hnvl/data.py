@@ -644,6 +644,10 @@ class CocoHardNegatives:
         self.negs = SimpleNamespace(types=self.types, negatives=[list(negs.negatives[rows[i]]) for i in keep], mask=self.mask.numpy())
         self.captions = [c for _, c in self.samples]
     def __len__(self): return len(self.samples)
+    @property
+    def negatives(self) -> list:
+        "The N×K negative strings (a view of `negs.negatives`)."
+        return self.negs.negatives
     def load_image(self, i:int):
         "The RGB PIL image of sample `i` (a `ValueError` naming the file if it cannot be decoded)."
         from PIL import Image

@@ -34,7 +34,7 @@ class DemoConfig:
     out: str = 'runs/demo' # output folder
     seeds: int = 1 # fine-tuning seeds (data order and negative sampling); the report gives mean ± std
     configs: tuple = tuple(LOSS_CONFIGS) # fine-tuning configurations (keys of `LOSS_CONFIGS`)
-    world: dict = field(default_factory=lambda: dict(DEMO_WORLDS['relations'])) # `hnvl.data.WorldConfig` overrides (a `DEMO_WORLDS` entry)
+    world: dict = field(default_factory=lambda: dict(DEMO_WORLDS['relations'])) # `hnvl.data.WorldConfig` overrides, or a `DEMO_WORLDS` name
     n_train: int = 10_000 # training scenes
     pretrain_steps: int = 2000 # plain-CLIP pretraining steps
     pretrain_lr: float = 1e-3 # pretraining peak learning rate
@@ -50,15 +50,18 @@ class DemoConfig:
     num_threads: int|None = 2 # torch CPU threads
     progress: bool = True # tqdm bars
 
+    def __post_init__(self):
+        if isinstance(self.world, str):   # a `DEMO_WORLDS` name
+            if self.world not in DEMO_WORLDS: raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, got {self.world!r}")
+            self.world = dict(DEMO_WORLDS[self.world])
+        if not isinstance(self.world, dict): raise ValueError(f"world must be a DEMO_WORLDS name or a dict of WorldConfig overrides, got {type(self.world).__name__}")
+
     @classmethod
     def make(cls, quick:bool=False, # the ≤ 5-minute profile
              **overrides) -> 'DemoConfig':
         "The default (≤ 25 min on 2 cores) or quick profile, with `overrides`."
         kw = dict(QUICK) if quick else {}
         kw.update(overrides)
-        if isinstance(kw.get('world'), str):
-            if kw['world'] not in DEMO_WORLDS: raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, got {kw['world']!r}")
-            kw['world'] = dict(DEMO_WORLDS[kw['world']])
         names = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(kw) - names)
         if bad: raise ValueError(f"unknown DemoConfig field(s) {bad}")
@@ -256,7 +259,8 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
          f"Tiny CLIP (`hnvl-tiny`) pretrained with the plain CLIP loss for {dc.pretrain_steps} steps, then fine-tuned "
          f"{dc.finetune_steps} steps per configuration (batch {dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
          f"{dc.n_per_task} items per task). Accuracy in %" + (", mean ± std over seeds." if dc.seeds > 1 else "."), "",
-         f"World: " + next((f"`{k}`" for k, v in DEMO_WORLDS.items() if v == dc.world), 'custom') + f" (`WorldConfig` overrides {dc.world}).", "",
+         "World: " + next((f"`{k}`" for k, v in DEMO_WORLDS.items() if json.dumps(v, sort_keys=True) == json.dumps(dc.world, sort_keys=True)), 'custom')
+         + f" (`WorldConfig` overrides {dc.world}).", "",
          "## All tasks", "", "| config | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     L += [f"| {c} | " + " | ".join(pct(c, t) for t in tasks) + " |" for c in cfgs]
     L += ["", "## Beside the paper's Table 4 (ViT-B/32 on COCO; VG-R, VG-A, VALSE)", "",
