@@ -299,8 +299,10 @@ def train_step(model, # open_clip CLIP (train mode)
     if texts.shape[0] != n + n * k: raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {texts.shape[0]}")
     with (autocast() if autocast else nullcontext()):
         img = encode_images(model, images)
-        txt_all = encode_texts(model, texts)
-    img, txt_all = img.float(), txt_all.float()
+        keep = torch.cat([mask.new_ones(n), mask.reshape(-1)]).nonzero().squeeze(1)  # captions and valid negatives only
+        kept = encode_texts(model, texts[keep]).float()
+    img = img.float()
+    txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)  # a masked negative stays 0: every loss term masks it out
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
     out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
     opt.zero_grad(set_to_none=True)
