@@ -280,8 +280,9 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
     for t in ('attribute_swap', 'retrieval_i2t_r1', 'retrieval_t2i_r1'):
         L.append(_verdict(metrics, stds, 'clip', 'ce_clip', t, n, 'The full method'))
     L += ["", "In the paper each component adds on VG-R/VG-A (Table 4: +ITC-hn 81.6, +IMC 82.6, +CMR 82.3, all 83.6 on VG-R). "
-          "The lines above say, from this run's numbers, whether the same holds here; with one seed the noise level is a "
-          "fixed 2 points, so run `--seeds 3` before reading small differences.", ""]
+          "The lines above say, from this run's numbers, whether the same holds here; "
+          + ("the noise level is twice the larger seed std of the pair, at least 2 points (the seeds are fine-tuning seeds: `clip` is one pretraining, so its ± is 0)." if n > 1 else
+             "with one seed the noise level is a fixed 2 points, so run `--seeds 3` before reading small differences."), ""]
     if theta:
         L += ["## θ and the logit scale", "",
               "θ is in logit units (SPEC §4), capped at each run's `upper_bound` (10 by default; listed per run below). OpenAI "

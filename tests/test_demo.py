@@ -1,7 +1,7 @@
 """hnvl.demo: `hnvl_demo --quick` completes and writes well-formed metrics, report and plots; the default profile shows the relation-swap gain.
 
-This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE; ~5 min on 2 cores) and the default profile
-with `clip_ft` and `ce_clip` only (~9 min).
+This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE; ~4 min on 2 cores) and the default profile
+with `clip_ft` and `ce_clip` only (~7 min).
 """
 import json, math, os, subprocess, sys
 from pathlib import Path
@@ -74,7 +74,7 @@ def test_second_run_uses_cached_pretraining(quick_run, tmp_path):
     assert m1['clip'] == m2['clip']  # same pretrained weights, same tasks
     assert m1['itc_hn'] == m2['itc_hn']  # fine-tuning is deterministic on the CPU
 
-# The default profile (2,000 pretraining steps, 600 fine-tuning steps) with the method and its control only: ~9 min.
+# The default profile (2,000 pretraining steps, 600 fine-tuning steps) with the method and its control only: ~7 min.
 MIN_DEFAULT_GAIN = 25.0      # ce_clip - clip, the issue's target
 MIN_OVER_CONTROL = 8.0       # ce_clip - clip_ft: the gain must come from the hard negatives, not from more training
 
