@@ -15,7 +15,7 @@ try: import hnvl  # noqa: F401
 except ImportError: sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from hnvl.model import create_model, encode_images, encode_texts, get_logit_scale
-from hnvl.train import TrainConfig, LOSS_CONFIGS, make_loss, param_groups, train_step, make_dataset, CachedTokenizer
+from hnvl.train import TrainConfig, LOSS_CONFIGS, make_loss, make_optimizer, train_step, make_dataset, CachedTokenizer
 
 def main():
     ap = argparse.ArgumentParser()
@@ -43,7 +43,7 @@ def main():
     def time_steps(name, batch):
         c = cfg.replace(**LOSS_CONFIGS[name])
         loss_fn = make_loss(c, batch['mask'].shape[1])
-        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5)
+        opt = make_optimizer(model, cfg.replace(lr=1e-5, weight_decay=0.1))
         step = lambda: train_step(model, batch, loss_fn, opt)
         step()  # a second warmup step (time_fn does the first)
         return time_fn(step)

@@ -33,7 +33,7 @@ print('loss parity', res['loss_parity'], flush=True)
 
 # 2. paper-profile step time
 from hnvl.model import create_model
-from hnvl.train import TrainConfig, make_loss, param_groups, train_step, LOSS_CONFIGS
+from hnvl.train import TrainConfig, make_loss, make_optimizer, train_step, LOSS_CONFIGS
 bundle = create_model('ViT-B-32-quickgelu', device=dev)
 net = bundle.model.train()
 B = 2 if DRY else 256
@@ -43,7 +43,7 @@ for name in ('clip_ft', 'ce_clip'):
     cfg = TrainConfig.preset('paper', **LOSS_CONFIGS[name])
     kk = k if cfg.hard_negatives else 0
     loss_fn = make_loss(cfg, kk)
-    opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    opt = make_optimizer(net, cfg)
     batch = dict(images=images, texts=texts[:B * (1 + kk)], mask=torch.ones(B, kk, dtype=torch.bool, device=dev))
     ac = lambda: torch.autocast(dev, dtype=torch.bfloat16)
     for _ in range(1 if DRY else 3): train_step(net, batch, loss_fn, opt, autocast=ac)

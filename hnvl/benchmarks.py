@@ -786,3 +786,8 @@ def hnvl_eval(**kwargs, # called from Python: passed to `evaluate_model`; with n
     args = vars(anno_parser(evaluate_model, 'hnvl_eval').parse_args(argv))
     for k in ('pdb', 'xtra'): args.pop(k, None)  # fastcore's own debugging flags
     return evaluate_model(**args)
+
+def _cli():
+    "The `hnvl_eval` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(hnvl_eval)

@@ -12,7 +12,7 @@ import torch
 
 # %% auto #0
 __all__ = ['check_tensor', 'seed_everything', 'cache_dir', 'asset_path', 'atomic_write', 'save_json', 'load_json',
-           'default_device']
+           'default_device', 'console_entry']
 
 # %% ../nbs/00_core.ipynb #d62c32e3
 def check_tensor(x, # the value to check
@@ -101,3 +101,13 @@ def load_json(path, # JSON file
 def default_device() -> str:
     "'cuda' when a GPU is visible, else 'cpu'."
     return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+# %% ../nbs/00_core.ipynb #9952d353
+def console_entry(func, # a `fastcore.script.call_parse` function
+                  argv:list|None=None, # arguments (None: `sys.argv[1:]`)
+                 ) -> None:
+    "Run `func` as a console script: parse `argv` with its annotations, call it, return nothing (exit status 0)."
+    from fastcore.script import anno_parser
+    args = anno_parser(func).parse_args(argv).__dict__
+    args.pop('pdb', None); args.pop('xtra', None)
+    func(**args)

@@ -18,7 +18,7 @@ from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
 __all__ = ['DEMO_WORLDS', 'QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks',
-           'finetune_config', 'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
+           'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #dc739216
 DEMO_WORLDS = dict(
@@ -41,6 +41,7 @@ class DemoConfig:
     finetune_steps: int = 600 # steps per fine-tune (equal for every configuration)
     finetune_lr: float = 1e-3 # fine-tuning peak learning rate
     batch_size: int = 256 # batch (captions; each with K=4 negatives when hard negatives are on)
+    finetune_batch_size: int|None = None # fine-tuning batch (None: `batch_size`)
     warmup: int = 50 # warmup steps (pretraining and fine-tuning)
     finetune: dict = field(default_factory=dict) # extra `TrainConfig` overrides for every fine-tune
     n_per_task: int = 500 # items per evaluation task
@@ -48,6 +49,7 @@ class DemoConfig:
     variants: dict = field(default_factory=dict) # extra named configurations {name: TrainConfig overrides}, run after `configs`
     device: str|None = None # 'cpu' | 'cuda' | None (cuda if visible)
     num_threads: int|None = 2 # torch CPU threads
+    jobs: int = 2 # fine-tunes run at once on a CPU, each in its own process with `num_threads // jobs` threads (1: one after another, in this process)
     progress: bool = True # tqdm bars
 
     def __post_init__(self):
@@ -55,6 +57,7 @@ class DemoConfig:
             if self.world not in DEMO_WORLDS: raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, got {self.world!r}")
             self.world = dict(DEMO_WORLDS[self.world])
         if not isinstance(self.world, dict): raise ValueError(f"world must be a DEMO_WORLDS name or a dict of WorldConfig overrides, got {type(self.world).__name__}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1: raise ValueError(f"jobs must be an int >= 1, got {self.jobs!r}")
 
     @classmethod
     def make(cls, quick:bool=False, # the ≤ 5-minute profile
@@ -67,7 +70,7 @@ class DemoConfig:
         if bad: raise ValueError(f"unknown DemoConfig field(s) {bad}")
         return cls(**kw)
 
-QUICK = dict(configs=('itc_hn', 'ce_clip'), pretrain_steps=700, finetune_steps=300, n_per_task=300)
+QUICK = dict(configs=('itc_hn', 'ce_clip'), finetune_steps=1000, finetune_batch_size=64, n_per_task=300)
 
 # %% ../nbs/09_demo.ipynb #9ad9be28
 def pretrain_config(dc:DemoConfig, # the demo's config
@@ -128,6 +131,16 @@ def _mean_std(vals):
     a = np.array(vals, dtype=float)
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
+def _parallel(dc:DemoConfig) -> bool:
+    "Whether fine-tunes run `dc.jobs` at a time in their own processes (CPU only)."
+    return dc.jobs > 1 and not (dc.device or default_device()).startswith('cuda')
+
+def job_threads(dc:DemoConfig, # the demo's config
+               ) -> int|None:
+    "Torch threads of one fine-tune: the demo's threads shared by `dc.jobs` processes on a CPU (so a run's numbers do not depend on how many run beside it)."
+    if not _parallel(dc): return dc.num_threads
+    return max(1, (dc.num_threads or torch.get_num_threads()) // dc.jobs)
+
 def finetune_config(dc:DemoConfig, # the demo's config
                     ckpt, # the pretrained checkpoint (`pretrain`)
                     recipe:dict, # loss configuration (a `LOSS_CONFIGS` value or a variant's overrides)
@@ -136,8 +149,60 @@ def finetune_config(dc:DemoConfig, # the demo's config
                    ) -> TrainConfig:
     "The fine-tuning run of one configuration and seed: the `shapes` preset, the demo's sizes, `dc.finetune`, then `recipe`."
     return TrainConfig.preset('shapes', out=str(out), checkpoint=str(ckpt), world=dict(dc.world), n_train=dc.n_train,
-                              steps=dc.finetune_steps, lr=dc.finetune_lr, batch_size=dc.batch_size, warmup=dc.warmup, seed=seed,
-                              num_threads=dc.num_threads, progress=dc.progress, device=dc.device).replace(**dc.finetune).replace(**recipe)
+                              steps=dc.finetune_steps, lr=dc.finetune_lr, batch_size=dc.finetune_batch_size or dc.batch_size,
+                              warmup=dc.warmup, seed=seed, num_threads=job_threads(dc), progress=dc.progress,
+                              device=dc.device).replace(**dc.finetune).replace(**recipe)
+
+def _finetune_worker():
+    "Entry point of a fine-tuning process: `fit` the pickled `TrainConfig` named on the command line."
+    import pickle, sys
+    cfg = pickle.loads(Path(sys.argv[1]).read_bytes())
+    fit(cfg.replace(progress=False))
+
+def _steps_done(folder):
+    "The last step logged in `folder/metrics.jsonl` (0 if none yet)."
+    p = Path(folder)/'metrics.jsonl'
+    try: lines = p.read_text().splitlines()
+    except OSError: return 0
+    try: return json.loads(lines[-1])['step'] if lines else 0
+    except (ValueError, KeyError): return 0  # a row being written
+
+def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
+                  jobs:int, # processes at once
+                  on_done, # called with (key, model path, seconds) as each run ends, in this process
+                  progress:bool=True, # one bar over the steps of all runs
+                 ):
+    "Fine-tune `cfgs`, `jobs` at a time, each in a fresh Python process; a failed run raises with the tail of its log."
+    import pickle, subprocess, sys
+    import hnvl
+    from tqdm.auto import tqdm
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(hnvl.__file__).parent.parent), os.environ.get('PYTHONPATH', '')]))
+    todo, running = list(cfgs.items()), {}
+    bar = tqdm(total=sum(c.steps for c in cfgs.values()), desc=f'fine-tunes ({jobs} at a time)', disable=not progress, leave=False)
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                key, cfg = todo.pop(0); d = Path(cfg.out); d.mkdir(parents=True, exist_ok=True)
+                (d/'job.pkl').write_bytes(pickle.dumps(cfg))
+                logf = open(d/'worker.log', 'w')
+                e = dict(env, OMP_NUM_THREADS=str(cfg.num_threads or 1))
+                p = subprocess.Popen([sys.executable, '-c', 'from hnvl.demo import _finetune_worker; _finetune_worker()', str(d/'job.pkl')],
+                                     stdout=logf, stderr=subprocess.STDOUT, env=e)
+                running[key] = (p, cfg, logf, time.perf_counter())
+            time.sleep(0.5)
+            for key, (p, cfg, logf, t) in list(running.items()):
+                if p.poll() is None: continue
+                logf.close(); del running[key]; secs = time.perf_counter() - t
+                if p.returncode != 0:
+                    raise RuntimeError(f"fine-tune {key[0]} seed {key[1]} failed (exit {p.returncode}); end of {cfg.out}/worker.log:\n"
+                                       + (Path(cfg.out)/'worker.log').read_text()[-3000:])
+                (Path(cfg.out)/'job.pkl').unlink(missing_ok=True)
+                on_done(key, Path(cfg.out)/'model.pt', secs)
+            bar.n = sum(cfgs[k].steps for k in cfgs if k not in running and k not in dict(todo)) + sum(_steps_done(c.out) for _, c, _, _ in running.values())
+            bar.refresh()
+    finally:
+        for p, _, logf, _ in running.values(): p.kill(); logf.close()
+        bar.close()
 
 def run_demo(dc:DemoConfig, # the demo's config
              log=print, # progress messages
@@ -150,21 +215,31 @@ def run_demo(dc:DemoConfig, # the demo's config
     for c, r in recipes.items():
         if r is None: raise ValueError(f"configs: {c!r} is not one of {sorted(LOSS_CONFIGS)}")
     recipes.update(dc.variants)
+    dev = dc.device or default_device()
     t0 = time.perf_counter(); timings = {}
     ckpt = pretrain(dc, log); timings['pretrain_s'] = time.perf_counter() - t0
     t = time.perf_counter(); benches = make_benchmarks(dc); timings['tasks_s'] = time.perf_counter() - t
     t = time.perf_counter()
-    runs = {'clip': [evaluate(create_model('hnvl-tiny', checkpoint=ckpt, device=dc.device or default_device()), benches)]}
+    runs = {'clip': [evaluate(create_model('hnvl-tiny', checkpoint=ckpt, device=dev), benches)]}
     log(f"clip: {_fmt(runs['clip'][0])}")
     timings['eval_s'] = time.perf_counter() - t; timings['finetune_s'] = {}
-    for name, recipe in recipes.items():
-        runs[name] = []
-        for seed in range(dc.seeds):
-            t = time.perf_counter()
-            res = fit(finetune_config(dc, ckpt, recipe, seed, out/'runs'/name/f'seed{seed}'))
-            timings['finetune_s'][f'{name}/seed{seed}'] = time.perf_counter() - t
-            t = time.perf_counter(); runs[name].append(evaluate(res['bundle'], benches)); timings['eval_s'] += time.perf_counter() - t
-            log(f"{name} seed {seed}: {_fmt(runs[name][-1])}")
+    cfgs = {(name, seed): finetune_config(dc, ckpt, recipe, seed, out/'runs'/name/f'seed{seed}')
+            for name, recipe in recipes.items() for seed in range(dc.seeds)}
+    results = {}
+    def done(key, model, secs):
+        timings['finetune_s'][f'{key[0]}/seed{key[1]}'] = secs
+        t = time.perf_counter()
+        if dc.num_threads: torch.set_num_threads(dc.num_threads)  # an in-process fit set its own
+        bundle = model if not isinstance(model, (str, Path)) else create_model(cfgs[key].model, checkpoint=model, device=dev)
+        results[key] = evaluate(bundle, benches); timings['eval_s'] += time.perf_counter() - t
+        log(f"{key[0]} seed {key[1]} ({secs:.0f} s): {_fmt(results[key])}")
+    t = time.perf_counter()
+    if _parallel(dc) and len(cfgs) > 1: _run_parallel(cfgs, dc.jobs, done, dc.progress)
+    else:
+        for key, cfg in cfgs.items():
+            s = time.perf_counter(); res = fit(cfg); done(key, res['bundle'], time.perf_counter() - s)
+    timings['finetune_wall_s'] = time.perf_counter() - t
+    for name in recipes: runs[name] = [results[(name, seed)] for seed in range(dc.seeds)]
     tasks = list(runs['clip'][0])
     metrics = {c: {k: _mean_std([r[k] for r in rs])[0] for k in tasks} for c, rs in runs.items()}
     stds = {c: {k: _mean_std([r[k] for r in rs])[1] for k in tasks} for c, rs in runs.items()}
@@ -257,7 +332,7 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
     pct = lambda c, t: f"{metrics[c][t]:.1f}" + (f" ± {stds[c][t]:.1f}" if dc.seeds > 1 else '')
     L = [f"# hnvl demo: the CE-CLIP loss ablation on the shapes world", "",
          f"Tiny CLIP (`hnvl-tiny`) pretrained with the plain CLIP loss for {dc.pretrain_steps} steps, then fine-tuned "
-         f"{dc.finetune_steps} steps per configuration (batch {dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
+         f"{dc.finetune_steps} steps per configuration (batch {dc.finetune_batch_size or dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
          f"{dc.n_per_task} items per task). Accuracy in %" + (", mean ± std over seeds." if dc.seeds > 1 else "."), "",
          "World: " + next((f"`{k}`" for k, v in DEMO_WORLDS.items() if json.dumps(v, sort_keys=True) == json.dumps(dc.world, sort_keys=True)), 'custom')
          + f" (`WorldConfig` overrides {dc.world}).", "",
@@ -289,7 +364,8 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
               "CLIP's logit scale is 100, so there a cap of 10 is a cosine margin of 0.1; the tiny CLIP learns a much smaller scale, "
               "so the same cap asks for a far larger cosine margin (shown in brackets). θ is only *used* by configurations with CMR; the others log it for comparison.", ""] + list(theta) + [""]
     L += ["## Timings", "", f"- pretraining: {timings.get('pretrain_s', 0):.0f} s (0 when cached)",
-          f"- fine-tuning: {sum(timings.get('finetune_s', {}).values()):.0f} s in total",
+          f"- fine-tuning: {timings.get('finetune_wall_s', 0):.0f} s ({sum(timings.get('finetune_s', {}).values()):.0f} s summed over runs; "
+          f"{dc.jobs if dc.jobs > 1 and len(timings.get('finetune_s', {})) > 1 else 1} at a time)",
           f"- evaluation: {timings.get('eval_s', 0):.0f} s", f"- total: {timings.get('total_s', 0):.0f} s", ""]
     if plots: L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return '\n'.join(L)
@@ -297,15 +373,21 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
 # %% ../nbs/09_demo.ipynb #0f9467d2
 @call_parse
 def hnvl_demo(out:str='runs/demo', # output folder
-              quick:bool=False, # the ≤ 5-minute profile (`QUICK`: fewer steps; clip, itc_hn and ce_clip)
+              quick:bool=False, # the ≤ 5-minute profile (`QUICK`: the default pretraining, then itc_hn and ce_clip, 1,000 steps at batch 64)
               world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default) or 'binding'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
               configs:str=None, # comma-separated subset of the configurations
               threads:int=2, # torch CPU threads
+              jobs:int=2, # fine-tunes at once on a CPU (processes sharing the threads)
               device:str=None, # cpu | cuda (default: cuda if visible)
               no_progress:bool=False, # hide the progress bars
              ):
     "Run the shapes-world ablation: pretrain (cached), fine-tune, evaluate, write metrics.json, report.md and plots."
-    kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, progress=not no_progress, device=device)
+    kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, jobs=jobs, progress=not no_progress, device=device)
     if configs: kw['configs'] = tuple(c.strip() for c in configs.split(','))
     return run_demo(DemoConfig.make(quick=quick, **kw))
+
+def _cli():
+    "The `hnvl_demo` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(hnvl_demo)

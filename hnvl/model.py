@@ -292,6 +292,13 @@ def _module(model):
     if not isinstance(m, torch.nn.Module): raise TypeError(f"model must be a ClipBundle or torch.nn.Module, got {type(model).__name__}")
     return _unwrap_module(m)
 
+def _attention(device:torch.device):
+    "The scaled-dot-product-attention kernel context for `device`: the math kernel on CPU, PyTorch's default elsewhere."
+    if device.type != 'cpu': return contextlib.nullcontext()
+    try: from torch.nn.attention import sdpa_kernel, SDPBackend  # torch >= 2.3
+    except ImportError: return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
 def encode_images(model, # a `ClipBundle` or open_clip module
                   images:torch.Tensor, # (n, 3, H, W) normalised images
                  ) -> torch.Tensor:
@@ -300,7 +307,7 @@ def encode_images(model, # a `ClipBundle` or open_clip module
     check_tensor(images, "images", (None, 3, None, None))
     conv = getattr(m.visual, "conv1", None)  # low-precision builds cast convs/linears but keep some fp32 params
     p = conv.weight if isinstance(conv, torch.nn.Conv2d) else next(m.visual.parameters())
-    return m.encode_image(images.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None), normalize=True)
+    with _attention(p.device): return m.encode_image(images.to(device=p.device, dtype=p.dtype if p.is_floating_point() else None), normalize=True)
 
 # %% ../nbs/04_model.ipynb #d307011d
 def encode_texts(model, # a `ClipBundle` or open_clip module
@@ -313,7 +320,8 @@ def encode_texts(model, # a `ClipBundle` or open_clip module
         tokens = model.tokenizer([tokens] if isinstance(tokens, str) else list(tokens))
     check_tensor(tokens, "tokens", (None, m.context_length))
     if tokens.dtype != torch.long: raise ValueError(f"tokens must be a LongTensor of token ids, got dtype {tokens.dtype}")
-    return m.encode_text(tokens.to(next(m.parameters()).device), normalize=True)
+    dev = next(m.parameters()).device
+    with _attention(dev): return m.encode_text(tokens.to(dev), normalize=True)
 
 # %% ../nbs/04_model.ipynb #13ebcb2b
 def get_logit_scale(model, # a `ClipBundle` or open_clip module

@@ -871,6 +871,11 @@ def hnvl_negatives(src:str, # COCO captions JSON, a text file (one caption per l
     if not quiet: print(f"{len(caps)} captions, valid fraction per type {dict(zip(types, allneg.mask.mean(0).round(3).tolist()))} -> {p}")
     return p
 
+def _cli():
+    "The `hnvl_negatives` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(hnvl_negatives)
+
 # %% ../nbs/01_negatives.ipynb #e84d6991
 _W = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .core import seed_everything, atomic_write, save_json, load_json, default_device
 
 # %% auto #0
-__all__ = ['PRESETS', 'LOSS_CONFIGS', 'TrainConfig', 'param_groups', 'lr_lambda', 'make_threshold', 'make_loss',
+__all__ = ['PRESETS', 'LOSS_CONFIGS', 'TrainConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_threshold', 'make_loss',
            'EpochBatchSampler', 'CachedTokenizer', 'make_dataset', 'batches', 'train_step', 'save_checkpoint',
            'load_checkpoint', 'fit', 'hnvl_train']
 
@@ -143,6 +143,15 @@ def param_groups(model:torch.nn.Module, # the model being trained
         skip = p.ndim < 2 or 'bias' in n or 'logit_scale' in n or 'norm' in n or '.ln_' in n or n.startswith('ln_')
         (no_decay if skip else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
+# %% ../nbs/06_train.ipynb #ac8bfe36
+def make_optimizer(model:torch.nn.Module, # the model being trained
+                   cfg:TrainConfig, # lr, betas, eps, weight_decay
+                  ) -> torch.optim.AdamW:
+    "AdamW over `param_groups`, fused where this PyTorch supports it on the model's device."
+    groups, kw = param_groups(model, cfg.weight_decay), dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    try: return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError): return torch.optim.AdamW(groups, **kw)  # no fused kernel for this device / PyTorch
 
 # %% ../nbs/06_train.ipynb #2e2c8dfe
 def lr_lambda(warmup:int, # linear warmup steps
@@ -368,7 +377,7 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({len(ds)})")
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
     loss_fn = make_loss(cfg, k); loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
-    opt = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    opt = make_optimizer(net, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.schedule))
     use_amp = (dev.startswith('cuda')) if cfg.amp is None else bool(cfg.amp)
     dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp_dtype]
@@ -466,3 +475,8 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
     res.pop('bundle')
     if _dist()[1] == 0: print(json.dumps(res))
     return res
+
+def _cli():
+    "The `hnvl_train` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(hnvl_train)

@@ -89,3 +89,20 @@ def test_readme_library_example_runs_from_installed_wheel(installed):
     assert printed.strip(), "the README example printed nothing"
     where = Path(where.strip()).resolve()
     assert where.is_relative_to(py.parent.parent.resolve()) and not where.is_relative_to(REPO), where
+
+
+def test_console_scripts_exit_zero(installed):
+    "Every console script in settings.ini is installed; `hnvl_train` runs a tiny job from the shell and exits 0 (a returned dict must not reach sys.exit)."
+    _, py, run, _ = installed
+    cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
+    names = [s.split("=")[0].strip() for s in cfg["DEFAULT"]["console_scripts"].split("\n") if s.strip()]
+    assert set(names) == {"hnvl_negatives", "hnvl_train", "hnvl_demo", "hnvl_eval"}, names
+    bindir = py.parent
+    for n in names:
+        help_ = _run([bindir / n, "--help"], cwd=run).stdout
+        assert "usage:" in help_, (n, help_[:300])
+    r = _run([bindir / "hnvl_train", "--preset", "tiny", "--out", run / "tiny", "--steps", "2", "--set", "progress=false"], cwd=run)
+    import json
+    last = json.loads(r.stdout.strip().splitlines()[-1])
+    assert last["step"] == 2 and (run / "tiny" / "model.pt").exists(), last
+    assert r.stderr.count("'checkpoint'") == 0, "the result dict was printed by sys.exit"
