@@ -176,7 +176,8 @@ def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
     import pickle, subprocess, sys
     import hnvl
     from tqdm.auto import tqdm
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(hnvl.__file__).parent.parent), os.environ.get('PYTHONPATH', '')]))
+    paths = [str(Path(hnvl.__file__).parent.parent)] + [q for q in os.environ.get('PYTHONPATH', '').split(os.pathsep) if q]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the children import this very hnvl
     todo, running = list(cfgs.items()), {}
     bar = tqdm(total=sum(c.steps for c in cfgs.values()), desc=f'fine-tunes ({jobs} at a time)', disable=not progress, leave=False)
     try:
@@ -215,7 +216,7 @@ def run_demo(dc:DemoConfig, # the demo's config
     for c, r in recipes.items():
         if r is None: raise ValueError(f"configs: {c!r} is not one of {sorted(LOSS_CONFIGS)}")
     recipes.update(dc.variants)
-    dev = dc.device or default_device()
+    dev, threads0 = dc.device or default_device(), torch.get_num_threads()
     t0 = time.perf_counter(); timings = {}
     ckpt = pretrain(dc, log); timings['pretrain_s'] = time.perf_counter() - t0
     t = time.perf_counter(); benches = make_benchmarks(dc); timings['tasks_s'] = time.perf_counter() - t
@@ -229,7 +230,7 @@ def run_demo(dc:DemoConfig, # the demo's config
     def done(key, model, secs):
         timings['finetune_s'][f'{key[0]}/seed{key[1]}'] = secs
         t = time.perf_counter()
-        if dc.num_threads: torch.set_num_threads(dc.num_threads)  # an in-process fit set its own
+        torch.set_num_threads(dc.num_threads or threads0)  # an in-process fit set its own
         bundle = model if not isinstance(model, (str, Path)) else create_model(cfgs[key].model, checkpoint=model, device=dev)
         results[key] = evaluate(bundle, benches); timings['eval_s'] += time.perf_counter() - t
         log(f"{key[0]} seed {key[1]} ({secs:.0f} s): {_fmt(results[key])}")
