@@ -178,7 +178,7 @@ def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
     from tqdm.auto import tqdm
     paths = [str(Path(hnvl.__file__).parent.parent)] + [q for q in os.environ.get('PYTHONPATH', '').split(os.pathsep) if q]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the children import this very hnvl
-    todo, running = list(cfgs.items()), {}
+    todo, running, finished = list(cfgs.items()), {}, 0
     bar = tqdm(total=sum(c.steps for c in cfgs.values()), desc=f'fine-tunes ({jobs} at a time)', disable=not progress, leave=False)
     try:
         while todo or running:
@@ -197,9 +197,9 @@ def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
                 if p.returncode != 0:
                     raise RuntimeError(f"fine-tune {key[0]} seed {key[1]} failed (exit {p.returncode}); end of {cfg.out}/worker.log:\n"
                                        + (Path(cfg.out)/'worker.log').read_text()[-3000:])
-                (Path(cfg.out)/'job.pkl').unlink(missing_ok=True)
+                (Path(cfg.out)/'job.pkl').unlink(missing_ok=True); finished += cfg.steps
                 on_done(key, Path(cfg.out)/'model.pt', secs)
-            bar.n = sum(cfgs[k].steps for k in cfgs if k not in running and k not in dict(todo)) + sum(_steps_done(c.out) for _, c, _, _ in running.values())
+            bar.n = finished + sum(_steps_done(c.out) for _, c, _, _ in running.values())
             bar.refresh()
     finally:
         for p, _, logf, _ in running.values(): p.kill(); logf.close()
