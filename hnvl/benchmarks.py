@@ -788,6 +788,5 @@ def hnvl_eval(**kwargs, # called from Python: passed to `evaluate_model`; with n
     return evaluate_model(**args)
 
 def _cli():
-    "The `hnvl_eval` console script (settings.ini): exit status 0, the result is for Python callers."
-    from hnvl.core import console_entry
-    console_entry(hnvl_eval)
+    "The `hnvl_eval` console script (settings.ini): `hnvl_eval()` parses the command line itself; returning nothing keeps the exit status 0."
+    hnvl_eval()

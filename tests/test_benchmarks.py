@@ -401,6 +401,11 @@ def test_hnvl_eval_cli(tmp_path, monkeypatch):
     try: B.hnvl_eval()
     finally: sys.argv = old
     assert json.loads((tmp_path/'out2'/'results.json').read_text())['settings']['skip_missing'] is True
+    # so does the installed script's function (settings.ini), which returns nothing (exit status 0)
+    sys.argv = [a.replace('out2', 'out3') for a in argv]
+    try: assert B._cli() is None
+    finally: sys.argv = old
+    assert json.loads((tmp_path/'out3'/'results.json').read_text())['settings']['skip_missing'] is True
     md = (tmp_path/'out'/'results.md').read_text()
     assert '| sugarcrepe/replace |' in md and '80.2 | 85.0 | 87.0 |' in md
     # activation guard: a checkpoint that records QuickGELU cannot be scored as GELU unless allowed

@@ -98,9 +98,10 @@ def test_console_scripts_exit_zero(installed):
     names = [s.split("=")[0].strip() for s in cfg["DEFAULT"]["console_scripts"].split("\n") if s.strip()]
     assert set(names) == {"hnvl_negatives", "hnvl_train", "hnvl_demo", "hnvl_eval"}, names
     bindir = py.parent
+    own_option = {"hnvl_negatives": "--recipe", "hnvl_train": "--preset", "hnvl_demo": "--quick", "hnvl_eval": "--benchmarks"}
     for n in names:
         help_ = _run([bindir / n, "--help"], cwd=run).stdout
-        assert "usage:" in help_, (n, help_[:300])
+        assert "usage:" in help_ and own_option[n] in help_, (n, help_[:300])  # the help of the function the script runs
     r = _run([bindir / "hnvl_train", "--preset", "tiny", "--out", run / "tiny", "--steps", "2", "--set", "progress=false"], cwd=run)
     import json
     last = json.loads(r.stdout.strip().splitlines()[-1])
