@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import store_true
 
-from .core import cache_dir, asset_path, save_json, load_json
+from .core import cache_dir, asset_path, save_json, load_json, benchmarks_root, open_image
 
 # %% auto #0
 __all__ = ['SUGARCREPE_SUBSETS', 'VALSE_INSTRUMENTS', 'LOADERS', 'Item', 'FolderImages', 'ArrayImages', 'item_correct',
@@ -61,8 +61,7 @@ class FolderImages:
     def exists(self, key) -> bool: return self.path(key).is_file()
     def load(self, key):
         "The RGB PIL image of `key`, cropped to its box when the key has one."
-        from PIL import Image
-        with Image.open(self.path(key)) as im: im = im.convert('RGB')
+        im = open_image(self.path(key))  # RGB; a non-image, truncated or oversized file is an error naming it
         if isinstance(key, tuple):
             x, y, w, h = key[1]; im = im.crop((x, y, x + w, y + h))
         return im
@@ -285,6 +284,17 @@ def _among(names, known, what):
     if bad: raise ValueError(f"{what} must be among {list(known)}, got {bad}")
     return names
 
+def _records(path, recs, make):
+    "`[make(key, record)]` over a JSON dict or list; a missing key or a malformed record names the file and the record."
+    if not isinstance(recs, (dict, list)): raise ValueError(f"{path}: expected a JSON object or list, got {type(recs).__name__}")
+    out = []
+    for k, r in (recs.items() if isinstance(recs, dict) else enumerate(recs)):
+        try: out.append(make(k, r))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            what = f"missing key {e.args[0]!r}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{path}: record {k!r}: {what}") from e
+    return out
+
 def _find_dir(ann_root, fname, subdirs):
     root = Path(ann_root).expanduser()
     for s in subdirs:
@@ -299,8 +309,8 @@ def load_sugarcrepe(ann_root, # folder with the 7 subset JSONs (or a parent with
     "SugarCrepe: one 2-way item (caption vs negative_caption) per record, grouped by subset and category."
     folder = _find_dir(ann_root, 'add_att.json', ('', 'sugarcrepe', 'data'))
     subsets = _among(subsets, SUGARCREPE_SUBSETS, 'subsets')
-    items = [Item(v['filename'], [v['caption'], v['negative_caption']], 0, {'subset': s, 'category': SUGARCREPE_SUBSETS[s], 'id': k})
-             for s in subsets for k, v in load_json(folder/f'{s}.json').items()]
+    items = [it for s in subsets for it in _records(folder/f'{s}.json', load_json(folder/f'{s}.json'), lambda k, v:
+             Item(v['filename'], [v['caption'], v['negative_caption']], 0, {'subset': s, 'category': SUGARCREPE_SUBSETS[s], 'id': k}))]
     imgs = FolderImages(image_root, ('', 'val2017', 'images', 'coco/val2017', 'sugarcrepe/images')) if image_root else None
     return Benchmark('sugarcrepe', items, imgs, _agg_sugarcrepe, _SC_CONV,
                      meta={'published': {'sugarcrepe/replace': 'replace', 'sugarcrepe/swap': 'swap', 'sugarcrepe/add': 'add'}})
@@ -340,11 +350,13 @@ def load_valse(ann_root, # folder with the 11 instrument JSONs (or a parent with
     instruments = _among(instruments, VALSE_INSTRUMENTS, 'instruments')
     items, total, valid = [], 0, 0
     for s in instruments:
-        for k, v in load_json(folder/f'{s}.json').items():
-            ok = v['mturk']['caption'] >= 2; total += 1; valid += ok
-            if ok or not valid_only:
-                items.append(Item(v['image_file'], [v['caption'], v['foil']], 0,
-                                  {'instrument': s, 'category': VALSE_INSTRUMENTS[s], 'valid': ok, 'id': k}))
+        def make(k, v):
+            ok = v['mturk']['caption'] >= 2
+            return ok, Item(v['image_file'], [v['caption'], v['foil']], 0,
+                            {'instrument': s, 'category': VALSE_INSTRUMENTS[s], 'valid': ok, 'id': k})
+        for ok, it in _records(folder/f'{s}.json', load_json(folder/f'{s}.json'), make):
+            total += 1; valid += ok
+            if ok or not valid_only: items.append(it)
     imgs = FolderImages(image_root, _VALSE_DIRS) if image_root else None
     return Benchmark('valse', items, imgs, _agg_valse, _VALSE_CONV if valid_only else _VALSE_CONV.replace('valid items only', 'ALL items (valid_only=False)'),
                      meta={'counts': {'total_items': total, 'valid_items': valid}, 'published': {'valse/avg_11': 'avg_11'}})
@@ -363,10 +375,9 @@ def symmetric_relations() -> list:
     "The 157 relation names that ARO's VG-Relation headline drops (list from the ARO authors' notebook)."
     return load_json(asset_path('benchmarks_aro_symmetric_relations.json'))
 
-def _vg_items(recs, key):
-    return [Item(((r['image_path'], (r['bbox_x'], r['bbox_y'], r['bbox_w'], r['bbox_h'])),),
-                 [r['false_caption'], r['true_caption']], 1, {key: (r['relation_name'] if key == 'relation' else f"{r['attributes'][0]}_{r['attributes'][1]}")})
-            for r in recs]
+def _vg_items(path, recs, key):
+    return _records(path, recs, lambda i, r: Item(((r['image_path'], (r['bbox_x'], r['bbox_y'], r['bbox_w'], r['bbox_h'])),),
+                 [r['false_caption'], r['true_caption']], 1, {key: (r['relation_name'] if key == 'relation' else f"{r['attributes'][0]}_{r['attributes'][1]}")}))
 
 _VG_DIRS = ('', 'images', 'aro/images', 'vgr_vga_images')
 
@@ -378,12 +389,12 @@ def load_vg_relation(ann_root, # folder with visual_genome_relation.json (or a p
                      min_count:int=0, # minimum records per relation (the authors apply none for VG-R)
                     ) -> Benchmark:
     "ARO VG-Relation: 2-way [false, true] per record on the bbox crop; macro accuracy over relation names."
-    recs = load_json(_find_dir(ann_root, file, ('', 'aro'))/file)
+    path = _find_dir(ann_root, file, ('', 'aro'))/file; recs = load_json(path)
     conv = ("ARO VG-Relation: image cropped to (bbox_x, bbox_y, bbox_x+bbox_w, bbox_y+bbox_h) before preprocessing; options "
             "[false_caption, true_caption], correct iff argmax == 1 (first-index argmax: ties wrong); accuracy per relation_name; "
             f"{'157 symmetric relations dropped' if drop_symmetric else 'symmetric relations kept'}; min {min_count} records per relation; "
             "macro_acc = unweighted mean over the remaining relations (headline); micro_acc = pooled over all items.")
-    return Benchmark('vg_relation', _vg_items(recs, 'relation'), FolderImages(image_root, _VG_DIRS) if image_root else None,
+    return Benchmark('vg_relation', _vg_items(path, recs, 'relation'), FolderImages(image_root, _VG_DIRS) if image_root else None,
                      _agg_vg(symmetric_relations() if drop_symmetric else (), min_count, 'relation'), conv,
                      meta={'published': {'vg_relation/macro_acc': 'macro_acc'}})
 
@@ -394,11 +405,11 @@ def load_vg_attribution(ann_root, # folder with visual_genome_attribution.json (
                         min_count:int=25, # attribute pairs with fewer records are dropped (ARO: 25)
                        ) -> Benchmark:
     "ARO VG-Attribution: 2-way [false, true] per record on the bbox crop; macro accuracy over attribute pairs with >= 25 cases."
-    recs = load_json(_find_dir(ann_root, file, ('', 'aro'))/file)
+    path = _find_dir(ann_root, file, ('', 'aro'))/file; recs = load_json(path)
     conv = ("ARO VG-Attribution: bbox crop as VG-Relation; options [false_caption, true_caption], correct iff argmax == 1 "
             "(ties wrong); groups attributes[0]+'_'+attributes[1] in stored order; groups with < "
             f"{min_count} records dropped; macro_acc = unweighted mean over the remaining pairs (headline).")
-    return Benchmark('vg_attribution', _vg_items(recs, 'attributes'), FolderImages(image_root, _VG_DIRS) if image_root else None,
+    return Benchmark('vg_attribution', _vg_items(path, recs, 'attributes'), FolderImages(image_root, _VG_DIRS) if image_root else None,
                      _agg_vg((), min_count, 'attributes'), conv, meta={'published': {'vg_attribution/macro_acc': 'macro_acc'}})
 
 # %% ../nbs/07_benchmarks.ipynb #2bdf989a
@@ -440,7 +451,7 @@ def load_order(ann_root, # folder with coco_karpathy_test.json / flickr30k_test.
               ) -> Benchmark:
     "ARO COCO-Order / Flickr30k-Order: original vs 4 seeded, cached order perturbations per caption; Precision@1."
     path, data = _karpathy(ann_root, dataset)
-    cases = [(e['image'], c) for e in data for c in e['caption']]
+    cases = [x for xs in _records(path, data, lambda i, e: [(e['image'], str(c)) for c in e['caption']]) for x in xs]
     n_total = len(cases)
     if max_items is not None: cases = cases[:max_items]
     caps = [c for _, c in cases]
@@ -522,9 +533,13 @@ def load_winoground(ann_root, # folder with examples.jsonl (or a parent with `wi
                    ) -> Benchmark:
     "Winoground: 2 images x 2 captions per item; text, image and group scores."
     folder = _find_dir(ann_root, 'examples.jsonl', ('', 'winoground', 'data'))
-    recs = [json.loads(l) for l in (folder/'examples.jsonl').read_text().splitlines() if l.strip()]
-    items = [Item((f"{r['image_0']}.png", f"{r['image_1']}.png"), [r['caption_0'], r['caption_1']], 0,
-                  {'id': r.get('id'), 'tag': r.get('collapsed_tag') or r.get('tag')}) for r in recs]
+    path, recs = folder/'examples.jsonl', []
+    for n, l in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if not l.strip(): continue
+        try: recs.append(json.loads(l))
+        except json.JSONDecodeError as e: raise ValueError(f"{path}: line {n} column {e.colno}: {e.msg}") from None
+    items = _records(path, recs, lambda i, r: Item((f"{r['image_0']}.png", f"{r['image_1']}.png"), [r['caption_0'], r['caption_1']], 0,
+                                                   {'id': r.get('id'), 'tag': r.get('collapsed_tag') or r.get('tag')}))
     conv = ("Winoground: per item 2 images x 2 captions; text = s(c0,i0)>s(c1,i0) and s(c1,i1)>s(c0,i1); image = "
             "s(c0,i0)>s(c0,i1) and s(c1,i1)>s(c1,i0); group = both (strict, ties wrong). Chance 25/25/16.7.")
     return Benchmark('winoground', items, FolderImages(image_root, ('', 'images', 'winoground/images')) if image_root else None,
@@ -572,7 +587,7 @@ def load_retrieval(ann_root, # folder with coco_karpathy_test.json / flickr30k_t
                   ) -> Benchmark:
     "Image-text retrieval on a Karpathy test split: R@1/5/10 in both directions."
     path, data = _karpathy(ann_root, dataset)
-    items = [Item(e['image'], [pre_caption(c, max_words) for c in e['caption']], 0, {}) for e in data]
+    items = _records(path, data, lambda i, e: Item(e['image'], [pre_caption(c, max_words) for c in e['caption']], 0, {}))
     conv = (f"{dataset} retrieval ({path.name}, {len(items)} images, {sum(len(e['caption']) for e in data)} captions): captions "
             f"normalised by pre_caption({max_words} words); i2t R@K = an image's best caption ranks < K among all distinct "
             "captions; t2i R@K over every caption query; rank = #candidates strictly more similar than the best ground truth.")
@@ -749,15 +764,19 @@ def evaluate_model(model:str='hnvl-tiny', # model name for hnvl.model.create_mod
     dev = device or default_device()
     acts = {'auto': None, 'quick_gelu': True, 'gelu': False}
     if activation not in acts: raise ValueError(f"activation must be one of {list(acts)}, got {activation!r}")
+    canon = lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower())  # "vgr" -> "vg_relation"
+    bad = [kv for kv in (image_roots or '').split(',') if kv.strip() and '=' not in kv]
+    if bad: raise ValueError(f"image_roots must be 'benchmark=folder,...', got {bad[0]!r} without '='")
+    roots = {canon(k): v for k, v in (kv.split('=', 1) for kv in image_roots.split(',') if kv.strip())} if image_roots else {}
+    names = [canon(b) for b in benchmarks.split(',') if b.strip()]
+    if not names: raise ValueError(f"benchmarks must name at least one benchmark (see hnvl.benchmarks.LOADERS), got {benchmarks!r}")
+    # every benchmark's annotation files are read before the model is built: a wrong folder fails in seconds
+    benches = [load(n, data_root, roots.get(n, data_root), **({'seed': seed} if n.endswith('_order') else {})) for n in names]
     bundle = create_model(model, checkpoint=checkpoint, device=dev, quick_gelu=acts[activation],
                           allow_activation_mismatch=bool(allow_activation_mismatch))
     act = check_activation(bundle, checkpoint, allow_activation_mismatch, explicit=activation != 'auto')
-    canon = lambda n: _ALIASES.get(n.strip().lower(), n.strip().lower())  # "vgr" -> "vg_relation"
-    roots = {canon(k): v for k, v in (kv.split('=', 1) for kv in image_roots.split(','))} if image_roots else {}
     res, cache, out = {}, {}, Path(out)
-    for name in [canon(b) for b in benchmarks.split(',') if b.strip()]:
-        kw = {'seed': seed} if name.endswith('_order') else {}
-        b = load(name, data_root, roots.get(name, data_root), **kw)
+    for b in benches:
         r = score(bundle, b, batch_size=batch_size, device=dev, skip_missing=skip_missing, cache=cache)
         res[b.name] = r
         print(f"{b.name}: {r.counts['scored']}/{r.counts['items']} items scored, {r.counts['missing_items']} missing; "
@@ -779,14 +798,10 @@ def hnvl_eval(**kwargs, # called from Python: passed to `evaluate_model`; with n
              ):
     "Console entry point `hnvl_eval` (see `evaluate_model` for the options)."
     if kwargs: return evaluate_model(**kwargs)
-    import sys
-    from fastcore.script import anno_parser
-    argv = [re.sub(r'^(--[^=]+)', lambda m: m.group(1).replace('-', '_').replace('__', '--', 1), a) if a.startswith('--') else a
-            for a in sys.argv[1:]]
-    args = vars(anno_parser(evaluate_model, 'hnvl_eval').parse_args(argv))
-    for k in ('pdb', 'xtra'): args.pop(k, None)  # fastcore's own debugging flags
-    return evaluate_model(**args)
+    from hnvl.core import _cli_call
+    return _cli_call(evaluate_model, prog='hnvl_eval')
 
 def _cli():
-    "The `hnvl_eval` console script (settings.ini): `hnvl_eval()` parses the command line itself; returning nothing keeps the exit status 0."
-    hnvl_eval()
+    "The `hnvl_eval` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(evaluate_model, prog='hnvl_eval')

@@ -522,6 +522,20 @@ def _no_negs(n):
     from types import SimpleNamespace
     return SimpleNamespace(types=[], negatives=[[] for _ in range(n)], mask=np.zeros((n, 0), bool))
 
+def _tokenize(tokenizer, texts):
+    "`tokenizer(texts)`, with a warning counting the texts cut at the tokenizer's `context_length` (never silent)."
+    tokens = tokenizer(texts)
+    L = getattr(tokenizer, 'context_length', None)
+    if isinstance(tokens, torch.Tensor) and tokens.ndim == 2 and L == tokens.shape[1] and len(texts):
+        full = (tokens[:, -1] != 0).nonzero().flatten().tolist()  # rows that reach the last position
+        enc = getattr(tokenizer, 'encode', None)  # open_clip: tell a cut text from one that fits exactly
+        if full and callable(enc): full = [i for i in full if len(enc(texts[i])) + 2 > L]
+        if full:
+            import warnings
+            warnings.warn(f"{len(full)} of {len(texts)} texts are longer than the tokenizer's context length ({L} tokens) "
+                          f"and were truncated, e.g. {texts[full[0]][:80]!r}", stacklevel=3)
+    return tokens
+
 def _neg_texts(negatives, mask:np.ndarray):
     "Negatives flattened row by row (the N + N·K text layout), '' where `mask` (N, K) is False."
     return [n if m else '' for row, mrow in zip(negatives, mask.tolist()) for n, m in zip(row, mrow)]
@@ -557,7 +571,7 @@ class ArrayHardNegatives:
         idx = [int(i) for i in idx]
         caps = [self.captions[i] for i in idx]
         negs = _neg_texts([self.negs.negatives[i] for i in idx], self.mask.numpy()[idx])
-        return {'images': self.image_tensor(idx), 'texts': tokenizer(caps + negs), 'mask': self.mask[idx]}
+        return {'images': self.image_tensor(idx), 'texts': _tokenize(tokenizer, caps + negs), 'mask': self.mask[idx]}
 
 # %% ../nbs/05_data.ipynb #643a88d6
 def collate_hard_negatives(batch:list, # samples `(image, caption, negatives, mask)`
@@ -571,7 +585,7 @@ def collate_hard_negatives(batch:list, # samples `(image, caption, negatives, ma
     mask = torch.stack([torch.as_tensor(np.asarray(b[3], dtype=bool)) for b in batch]).reshape(len(batch), Ks.pop())
     caps = [b[1] for b in batch]
     negs = _neg_texts([b[2] for b in batch], mask.numpy())
-    return {'images': images, 'texts': tokenizer(caps + negs), 'mask': mask}
+    return {'images': images, 'texts': _tokenize(tokenizer, caps + negs), 'mask': mask}
 
 # %% ../nbs/05_data.ipynb #f29eb41d
 def _read_coco(ann_file):
@@ -580,12 +594,20 @@ def _read_coco(ann_file):
     except (OSError, ValueError) as e: raise ValueError(f"ann_file {str(ann_file)!r} is not a readable JSON file: {e}") from e
     if not isinstance(d, dict) or 'images' not in d or 'annotations' not in d:
         raise ValueError(f"ann_file {str(ann_file)!r} must be COCO captions JSON with 'images' and 'annotations', got keys {list(d)[:5] if isinstance(d, dict) else type(d).__name__}")
-    files = {im['id']: im['file_name'] for im in d['images']}
-    out = []
-    for a in d['annotations']:
-        if a['image_id'] not in files: raise ValueError(f"ann_file {str(ann_file)!r}: annotation {a.get('id')} refers to unknown image_id {a['image_id']}")
-        out.append((files[a['image_id']], a['caption'].strip()))
-    return out
+    where = f"ann_file {str(ann_file)!r}"
+    def need(rec, key, what, i):
+        if not isinstance(rec, dict) or key not in rec:
+            raise ValueError(f"{where}: {what} #{i} ({str(rec)[:60]}) has no {key!r} key")
+        return rec[key]
+    files = {need(im, 'id', 'images record', i): need(im, 'file_name', 'images record', i) for i, im in enumerate(d['images'])}
+    out, ids = [], []
+    for i, a in enumerate(d['annotations']):
+        img, cap = need(a, 'image_id', 'annotation', i), need(a, 'caption', 'annotation', i)
+        if img not in files: raise ValueError(f"{where}: annotation {a.get('id')} refers to unknown image_id {img}")
+        if not isinstance(cap, str) or not cap.strip():
+            raise ValueError(f"{where}: annotation {a.get('id', '#' + str(i))} has an empty caption ({cap!r})")
+        out.append((files[img], cap.strip())); ids.append(a.get('id'))
+    return out, ids
 
 def _load_negs(negatives_path):
     "(captions, Negatives) from a cache path, an in-memory `(captions, negs)` pair, or None (K = 0)."
@@ -595,7 +617,7 @@ def _load_negs(negatives_path):
     caps, negs, _ = load_negatives(negatives_path)
     return caps, negs
 
-def _align_negs(caps, cache, where):
+def _align_negs(caps, cache, where, ids=None):
     "Rows of the negatives cache for `caps`: by position if identical, else by stripped text."
     ncaps, negs = cache
     _check_negs(negs, len(ncaps), 'negatives')
@@ -604,8 +626,11 @@ def _align_negs(caps, cache, where):
     index = {}
     for i, c in enumerate(ncaps): index.setdefault(c, i)
     rows = [index.get(c) for c in caps]
-    miss = [c for c, r in zip(caps, rows) if r is None]
-    if miss: raise ValueError(f"negatives_path {where!r} has no negatives for {len(miss)} of {len(caps)} captions, e.g. {miss[0]!r}; build it from the same annotation file")
+    miss = [i for i, r in enumerate(rows) if r is None]
+    if miss:
+        i = miss[0]; ann = f"annotation {ids[i]} " if ids and ids[i] is not None else ''
+        raise ValueError(f"negatives_path {where!r} has no negatives for {len(miss)} of {len(caps)} captions; first: {ann}"
+                         f"(caption #{i}) {caps[i]!r}; build it from the same annotation file")
     return rows, negs
 
 # %% ../nbs/05_data.ipynb #ad9850cd
@@ -619,11 +644,11 @@ class CocoHardNegatives:
                 ):
         from PIL import Image
         self.image_root, self.preprocess = Path(image_root), preprocess
-        samples = _read_coco(ann_file)
+        samples, ids = _read_coco(ann_file)
         caps = [c for _, c in samples]
         cache = _load_negs(negatives_path)
         if cache is None: rows, negs = list(range(len(caps))), _no_negs(len(caps))
-        else: rows, negs = _align_negs(caps, cache, str(negatives_path) if not isinstance(negatives_path, tuple) else '<in memory>')
+        else: rows, negs = _align_negs(caps, cache, str(negatives_path) if not isinstance(negatives_path, tuple) else '<in memory>', ids)
         bad = set()
         for f in dict.fromkeys(f for f, _ in samples):
             p = self.image_root/f
@@ -650,10 +675,8 @@ class CocoHardNegatives:
         return self.negs.negatives
     def load_image(self, i:int):
         "The RGB PIL image of sample `i` (a `ValueError` naming the file if it cannot be decoded)."
-        from PIL import Image
-        p = self.image_root/self.samples[i][0]
-        try:
-            with Image.open(p) as im: return im.convert('RGB')
-        except Exception as e: raise ValueError(f"cannot read COCO image {str(p)!r}: {e}") from e
+        from hnvl.core import open_image
+        try: return open_image(self.image_root/self.samples[i][0])  # any mode -> RGB; bad files name themselves
+        except (OSError, ValueError) as e: raise ValueError(f"cannot read COCO image: {e}") from e
     def __getitem__(self, i):
         return self.preprocess(self.load_image(i)), self.samples[i][1], list(self.negs.negatives[i]), self.mask[i]

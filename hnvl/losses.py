@@ -7,12 +7,33 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torch.distributed as dist
+from fastcore.basics import patch
 
 from .core import check_tensor
 from .schedule import AdaptiveThreshold, FixedThreshold
 
 # %% auto #0
-__all__ = ['IMC_VARIANTS', 'CMR_REDUCTIONS', 'itc_loss', 'imc_loss', 'cmr_loss', 'gather_features', 'HardNegativeLoss']
+__all__ = ['IMC_VARIANTS', 'CMR_REDUCTIONS', 'itc_loss', 'imc_loss', 'own_similarities', 'cmr_loss', 'gather_features',
+           'HardNegativeLoss']
+
+# %% ../nbs/02_losses.ipynb #b32a3cef
+def _itc(img, txt, negf, maskf, s):
+    "ITC on checked tensors; `negf` (M, D) flattened negatives, `maskf` (M,) bool (M may be 0)."
+    si, st = s * img, s * txt
+    li, lt = si @ txt.T, st @ img.T
+    if negf.shape[0]: li = torch.cat([li, (si @ negf.T).masked_fill(~maskf, float('-inf'))], 1)
+    labels = torch.arange(img.shape[0], device=img.device)
+    return (F.cross_entropy(li, labels) + F.cross_entropy(lt, labels)) / 2
+
+def itc_loss(img:torch.Tensor, # (N, D) normalised image features
+             txt:torch.Tensor, # (N, D) normalised caption features
+             neg:torch.Tensor, # (N, K, D) normalised hard-negative features (K may be 0)
+             neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+             logit_scale, # exponentiated temperature, scalar tensor (≈100)
+            ) -> torch.Tensor:
+    "Image–text contrastive loss whose image→text softmax also runs over every valid hard negative of the batch."
+    n, k, d = _check_batch(img, txt, neg, neg_mask)
+    return _itc(img, txt, neg.reshape(n * k, d), neg_mask.reshape(n * k), _scale(logit_scale, img))
 
 # %% ../nbs/02_losses.ipynb #adedf302
 def _check_batch(img, txt, neg, neg_mask, need_negatives=False, what='this loss'):
@@ -34,30 +55,14 @@ def _check_batch(img, txt, neg, neg_mask, need_negatives=False, what='this loss'
 
 def _scale(logit_scale, like):
     "`logit_scale` as a 0-d tensor (kept in the graph if it is one), checked to be finite and > 0."
-    if not isinstance(logit_scale, torch.Tensor): logit_scale = torch.as_tensor(float(logit_scale), dtype=like.dtype, device=like.device)
-    if logit_scale.numel() != 1: raise ValueError(f"logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}")
+    if not isinstance(logit_scale, torch.Tensor):
+        logit_scale = torch.as_tensor(float(logit_scale), dtype=like.dtype, device=like.device)
+    if logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}")
     s = logit_scale.reshape(())
-    if not bool(torch.isfinite(s)) or not bool(s > 0): raise ValueError(f"logit_scale must be finite and > 0, got {s.item()}")
+    if not bool(torch.isfinite(s)) or not bool(s > 0):
+        raise ValueError(f"logit_scale must be finite and > 0, got {s.item()}")
     return s
-
-# %% ../nbs/02_losses.ipynb #b32a3cef
-def _itc(img, txt, negf, maskf, s):
-    "ITC on checked tensors; `negf` (M, D) flattened negatives, `maskf` (M,) bool (M may be 0)."
-    si, st = s * img, s * txt
-    li, lt = si @ txt.T, st @ img.T
-    if negf.shape[0]: li = torch.cat([li, (si @ negf.T).masked_fill(~maskf, float('-inf'))], 1)
-    labels = torch.arange(img.shape[0], device=img.device)
-    return (F.cross_entropy(li, labels) + F.cross_entropy(lt, labels)) / 2
-
-def itc_loss(img:torch.Tensor, # (N, D) normalised image features
-             txt:torch.Tensor, # (N, D) normalised caption features
-             neg:torch.Tensor, # (N, K, D) normalised hard-negative features (K may be 0)
-             neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
-             logit_scale, # exponentiated temperature, scalar tensor (≈100)
-            ) -> torch.Tensor:
-    "Image–text contrastive loss whose image→text softmax also runs over every valid hard negative of the batch."
-    n, k, d = _check_batch(img, txt, neg, neg_mask)
-    return _itc(img, txt, neg.reshape(n * k, d), neg_mask.reshape(n * k), _scale(logit_scale, img))
 
 # %% ../nbs/02_losses.ipynb #37512ef7
 IMC_VARIANTS = ('ceclip', 'target_col1', 'no_positive')
@@ -76,6 +81,7 @@ def _imc(img, txt, negf, maskf, s, variant='ceclip', pos=None):
     else: raise ValueError(f"variant must be one of {IMC_VARIANTS}, got {variant!r}")
     return F.cross_entropy(logits, torch.full((n,), int(target), device=img.device))
 
+# %% ../nbs/02_losses.ipynb #729e55b6
 def imc_loss(img:torch.Tensor, # (N, D) normalised image features
              txt:torch.Tensor, # (N, D) normalised caption features
              neg:torch.Tensor, # (N, K, D) normalised hard-negative features, K >= 1
@@ -88,22 +94,23 @@ def imc_loss(img:torch.Tensor, # (N, D) normalised image features
     n, k, d = _check_batch(img, txt, neg, neg_mask, need_negatives=True, what='imc_loss')
     return _imc(img, txt, neg.reshape(n * k, d), neg_mask.reshape(n * k), _scale(logit_scale, img), variant)
 
+# %% ../nbs/02_losses.ipynb #7b6b761b
+def own_similarities(img:torch.Tensor, # (N, D) image features
+                     txt:torch.Tensor, # (N, D) caption features
+                     neg:torch.Tensor, # (N, K, D) hard-negative features
+                     logit_scale, # exponentiated temperature (a number or a scalar tensor)
+                    ) -> tuple:
+    "s(I_i, T_i) as `(N,)` and s(I_i, T_i^k) as `(N, K)`: each image against its own caption and negatives (no checks)."
+    si = logit_scale * img
+    return (si * txt).sum(-1), (si[:, None, :] * neg).sum(-1)  # broadcast-multiply: ~5x faster than einsum's bmm (CPU)
+
+_own_sims = own_similarities  # the former private name
+
 # %% ../nbs/02_losses.ipynb #73e1868f
 CMR_REDUCTIONS = ('all', 'valid')
 
-def _own_sims(img, txt, neg, s):
-    "s(I_i, T_i) (N,) and s(I_i, T_i^k) (N, K) — each image against its own caption and negatives."
-    si = s * img
-    return (si * txt).sum(-1), (si[:, None, :] * neg).sum(-1)   # broadcast-multiply: ~5x faster than einsum's bmm on CPU
-
-def _theta(theta, k, like, check=True):
-    "θ as a (K,) tensor on `like`'s device/dtype; a number or 0-d tensor applies to every type."
-    t = theta if isinstance(theta, torch.Tensor) else torch.as_tensor(theta, dtype=like.dtype)
-    if t.ndim == 0: t = t.expand(k)
-    check_tensor(t, 'theta', (k,), finite=check)
-    return t.to(device=like.device, dtype=like.dtype)
-
 def _cmr(pos, own, mask, theta, reduction='all'):
+    "The hinge on (N,) positives and (N, K) own negatives, masked entries 0; mean over N·K ('all') or the valid ones."
     h = torch.where(mask, F.relu(theta + own - pos[:, None]), torch.zeros_like(own))
     if reduction == 'all': return h.sum() / h.numel()
     return h.sum() / mask.sum().clamp(min=1)
@@ -117,10 +124,19 @@ def cmr_loss(img:torch.Tensor, # (N, D) normalised image features
              reduction:str='all', # 'all': divide by N·K (reference); 'valid': by the number of valid entries
             ) -> torch.Tensor:
     "Cross-modal rank loss: hinge between each image's caption and its own valid hard negatives, margin θ_k."
-    if reduction not in CMR_REDUCTIONS: raise ValueError(f"reduction must be one of {CMR_REDUCTIONS}, got {reduction!r}")
+    if reduction not in CMR_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {CMR_REDUCTIONS}, got {reduction!r}")
     n, k, d = _check_batch(img, txt, neg, neg_mask, need_negatives=True, what='cmr_loss')
     s = _scale(logit_scale, img)
-    return _cmr(*_own_sims(img, txt, neg, s), neg_mask, _theta(theta, k, img), reduction)
+    return _cmr(*own_similarities(img, txt, neg, s), neg_mask, _theta(theta, k, img), reduction)
+
+# %% ../nbs/02_losses.ipynb #5ad69073
+def _theta(theta, k, like, check=True):
+    "θ as a (K,) tensor on `like`'s device/dtype; a number or 0-d tensor applies to every type."
+    t = theta if isinstance(theta, torch.Tensor) else torch.as_tensor(theta, dtype=like.dtype)
+    if t.ndim == 0: t = t.expand(k)
+    check_tensor(t, 'theta', (k,), finite=check)
+    return t.to(device=like.device, dtype=like.dtype)
 
 # %% ../nbs/02_losses.ipynb #e8df52fc
 def _world(group=None):
@@ -137,7 +153,8 @@ def gather_features(img:torch.Tensor, # (n, D) local image features
     world, rank, init = _world(group)
     if init:
         sizes = [torch.zeros(3, dtype=torch.long, device=img.device) for _ in range(world)]
-        dist.all_gather(sizes, torch.tensor([img.shape[0], neg.shape[1], img.shape[1]], device=img.device), group=group)
+        mine = torch.tensor([img.shape[0], neg.shape[1], img.shape[1]], device=img.device)
+        dist.all_gather(sizes, mine, group=group)
         if any(not torch.equal(sz, sizes[rank]) for sz in sizes):
             raise ValueError(f"every process must hold the same (n, K, D); got {[tuple(sz.tolist()) for sz in sizes]}")
     def one(x):
@@ -157,19 +174,13 @@ class HardNegativeLoss:
                  cmr:bool=True, # cross-modal rank term
                  lambda_imc:float=0.3, # weight of IMC
                  lambda_cmr:float=0.2, # weight of CMR
-                 threshold=None, # AdaptiveThreshold / FixedThreshold / a number (fixed θ); None: AdaptiveThreshold(K) at the first call
+                 threshold=None, # AdaptiveThreshold / FixedThreshold / a number (fixed θ); None: AdaptiveThreshold(K)
                  hard_negatives:bool=True, # False: plain CLIP loss, negatives ignored
                  imc_variant:str='ceclip', # one of `IMC_VARIANTS`
                  distributed:bool=False, # all-gather the batch over processes first
                  cmr_reduction:str='all', # see `cmr_loss`
                 ):
-        if imc_variant not in IMC_VARIANTS: raise ValueError(f"imc_variant must be one of {IMC_VARIANTS}, got {imc_variant!r}")
-        if cmr_reduction not in CMR_REDUCTIONS: raise ValueError(f"cmr_reduction must be one of {CMR_REDUCTIONS}, got {cmr_reduction!r}")
-        if not (itc or (hard_negatives and (imc or cmr))):
-            raise ValueError(f"no loss term left: itc={itc}, imc={imc}, cmr={cmr}, hard_negatives={hard_negatives}")
-        if isinstance(threshold, (int, float)) and not isinstance(threshold, bool): threshold = FixedThreshold(threshold)
-        if threshold is not None and not all(hasattr(threshold, a) for a in ('value', 'update', 'state_dict')):
-            raise ValueError(f"threshold must be an AdaptiveThreshold, FixedThreshold, number or None, got {type(threshold).__name__}")
+        threshold = _check_loss_config(itc, imc, cmr, threshold, hard_negatives, imc_variant, cmr_reduction)
         self.itc, self.imc, self.cmr, self.lambda_imc, self.lambda_cmr = itc, imc, cmr, lambda_imc, lambda_cmr
         self.threshold, self.hard_negatives, self.imc_variant = threshold, hard_negatives, imc_variant
         self.distributed, self.cmr_reduction = distributed, cmr_reduction
@@ -178,54 +189,78 @@ class HardNegativeLoss:
         on = [t for t in ('itc', 'imc', 'cmr') if getattr(self, t)]
         return f"HardNegativeLoss({'+'.join(on)}, hard_negatives={self.hard_negatives}, threshold={self.threshold})"
 
-    def __call__(self,
-                 img:torch.Tensor, # (N, D) normalised image features (the local shard if distributed)
-                 txt:torch.Tensor, # (N, D) normalised caption features
-                 neg:torch.Tensor, # (N, K, D) hard-negative features (K may be 0 when `hard_negatives=False`)
-                 neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
-                 logit_scale, # exponentiated temperature, scalar tensor
-                ) -> dict:
-        "Loss terms as a dict (`loss`, `itc`, `imc`, `cmr`; absent terms are 0); then updates the threshold."
-        hn = self.hard_negatives
-        n, k, d = _check_batch(img, txt, neg, neg_mask, need_negatives=hn, what='HardNegativeLoss(hard_negatives=True)')
-        s = _scale(logit_scale, img)
-        if not hn: neg, neg_mask = neg[:, :0], neg_mask[:, :0]
-        if self.distributed: img, txt, neg, neg_mask = gather_features(img, txt, neg, neg_mask)
-        n, k = neg_mask.shape
-        zero = img.new_zeros(())
-        out = dict(itc=zero, imc=zero, cmr=zero)
-        negf, maskf = neg.reshape(n * k, d), neg_mask.reshape(n * k)
-        if self.itc: out['itc'] = _itc(img, txt, negf, maskf, s)
-        if hn:
-            pos, own = _own_sims(img, txt, neg, s)
-            if self.imc: out['imc'] = _imc(img, txt, negf, maskf, s, self.imc_variant, pos=pos)
-            th = self._get_threshold(k)
-            if self.cmr: out['cmr'] = _cmr(pos, own, neg_mask, _theta(th.value, k, img, check=False), self.cmr_reduction)
-        out['loss'] = ((out['itc'] if self.itc else zero) + (self.lambda_imc * out['imc'] if self.imc else zero)
-                       + (self.lambda_cmr * out['cmr'] if self.cmr else zero))
-        if hn: th.update(pos.detach(), own.detach(), neg_mask, check=False)  # derived from checked features: no second check
-        return {k_: out[k_] for k_ in ('loss', 'itc', 'imc', 'cmr')}
+# %% ../nbs/02_losses.ipynb #e0a62d95
+def _check_loss_config(itc, imc, cmr, threshold, hard_negatives, imc_variant, cmr_reduction):
+    "Validate `HardNegativeLoss`'s switches; return the threshold (a number becomes a `FixedThreshold`)."
+    if imc_variant not in IMC_VARIANTS:
+        raise ValueError(f"imc_variant must be one of {IMC_VARIANTS}, got {imc_variant!r}")
+    if cmr_reduction not in CMR_REDUCTIONS:
+        raise ValueError(f"cmr_reduction must be one of {CMR_REDUCTIONS}, got {cmr_reduction!r}")
+    if not (itc or (hard_negatives and (imc or cmr))):
+        raise ValueError(f"no loss term left: itc={itc}, imc={imc}, cmr={cmr}, hard_negatives={hard_negatives}")
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool): threshold = FixedThreshold(threshold)
+    if threshold is not None and not all(hasattr(threshold, a) for a in ('value', 'update', 'state_dict')):
+        raise ValueError("threshold must be an AdaptiveThreshold, FixedThreshold, number or None, "
+                         f"got {type(threshold).__name__}")
+    return threshold
 
-    def _get_threshold(self, k):
-        if self.threshold is None: self.threshold = AdaptiveThreshold(k)
-        tk = getattr(self.threshold, 'k', None)
-        if tk is not None and tk != k: raise ValueError(f"threshold has k={tk} types but neg has K={k}")
-        return self.threshold
+# %% ../nbs/02_losses.ipynb #5dd2b24e
+@patch
+def __call__(self:HardNegativeLoss,
+             img:torch.Tensor, # (N, D) normalised image features (the local shard if distributed)
+             txt:torch.Tensor, # (N, D) normalised caption features
+             neg:torch.Tensor, # (N, K, D) hard-negative features (K may be 0 when `hard_negatives=False`)
+             neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+             logit_scale, # exponentiated temperature, scalar tensor
+            ) -> dict:
+    "Loss terms as a dict (`loss`, `itc`, `imc`, `cmr`; absent terms are 0); then updates the threshold."
+    hn = self.hard_negatives
+    n, k, d = _check_batch(img, txt, neg, neg_mask, need_negatives=hn, what='HardNegativeLoss(hard_negatives=True)')
+    s = _scale(logit_scale, img)
+    if not hn: neg, neg_mask = neg[:, :0], neg_mask[:, :0]
+    if self.distributed: img, txt, neg, neg_mask = gather_features(img, txt, neg, neg_mask)
+    n, k = neg_mask.shape
+    zero = img.new_zeros(())
+    out = dict(itc=zero, imc=zero, cmr=zero)
+    negf, maskf = neg.reshape(n * k, d), neg_mask.reshape(n * k)
+    if self.itc: out['itc'] = _itc(img, txt, negf, maskf, s)
+    if hn:
+        pos, own = own_similarities(img, txt, neg, s)
+        if self.imc: out['imc'] = _imc(img, txt, negf, maskf, s, self.imc_variant, pos=pos)
+        th = self._get_threshold(k)
+        if self.cmr: out['cmr'] = _cmr(pos, own, neg_mask, _theta(th.value, k, img, check=False), self.cmr_reduction)
+    out['loss'] = ((out['itc'] if self.itc else zero) + (self.lambda_imc * out['imc'] if self.imc else zero)
+                   + (self.lambda_cmr * out['cmr'] if self.cmr else zero))
+    if hn: th.update(pos.detach(), own.detach(), neg_mask, check=False)  # derived from checked features: no 2nd check
+    return {k_: out[k_] for k_ in ('loss', 'itc', 'imc', 'cmr')}
 
-    def new_epoch(self):
-        "Tell the threshold an epoch starts (the adaptive one resets to 0)."
-        if self.threshold is not None: self.threshold.new_epoch()
+# %% ../nbs/02_losses.ipynb #f5fc63de
+@patch
+def _get_threshold(self:HardNegativeLoss, k):
+    "The threshold, created as `AdaptiveThreshold(k)` at the first call; its number of types must be K."
+    if self.threshold is None: self.threshold = AdaptiveThreshold(k)
+    tk = getattr(self.threshold, 'k', None)
+    if tk is not None and tk != k: raise ValueError(f"threshold has k={tk} types but neg has K={k}")
+    return self.threshold
 
-    def state_dict(self) -> dict:
-        "The threshold's state (empty before the first call when it is created lazily)."
-        return {} if self.threshold is None else self.threshold.state_dict()
+# %% ../nbs/02_losses.ipynb #64952cc6
+@patch
+def new_epoch(self:HardNegativeLoss):
+    "Tell the threshold an epoch starts (the adaptive one resets to 0)."
+    if self.threshold is not None: self.threshold.new_epoch()
 
-    def load_state_dict(self, sd:dict):
-        "Restore the threshold (creating it from the state if needed)."
-        if not sd: return self
-        if self.threshold is None:
-            v = torch.as_tensor(sd['value'])
-            if sd.get('kind') == 'fixed': self.threshold = FixedThreshold(v)
-            else: self.threshold = AdaptiveThreshold(int(v.shape[0]))
-        self.threshold.load_state_dict(sd)
-        return self
+@patch
+def state_dict(self:HardNegativeLoss) -> dict:
+    "The threshold's state (empty before the first call when it is created lazily)."
+    return {} if self.threshold is None else self.threshold.state_dict()
+
+@patch
+def load_state_dict(self:HardNegativeLoss, sd:dict):
+    "Restore the threshold (creating it from the state if needed)."
+    if not sd: return self
+    if self.threshold is None:
+        v = torch.as_tensor(sd['value'])
+        if sd.get('kind') == 'fixed': self.threshold = FixedThreshold(v)
+        else: self.threshold = AdaptiveThreshold(int(v.shape[0]))
+    self.threshold.load_state_dict(sd)
+    return self

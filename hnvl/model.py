@@ -18,7 +18,8 @@ from .core import check_tensor, asset_path, atomic_write, _json_default
 
 # %% auto #0
 __all__ = ['TINY', 'register_configs', 'ClipBundle', 'load_state_dict', 'resolve_quick_gelu', 'uses_quick_gelu', 'create_model',
-           'save_model', 'checkpoint_meta', 'encode_images', 'encode_texts', 'get_logit_scale', 'arrays_to_tensor']
+           'unwrap_module', 'save_model', 'checkpoint_meta', 'encode_images', 'encode_texts', 'get_logit_scale',
+           'arrays_to_tensor']
 
 # %% ../nbs/04_model.ipynb #efabbf19
 TINY = "hnvl-tiny"
@@ -70,6 +71,13 @@ def _check_file(path, name="checkpoint"):
     if not p.is_file(): raise ValueError(f"{name} must be a file, got a directory: {str(p)!r}")
     return p
 
+def _unreadable(p, e):
+    "The error for checkpoint file `p` that failed to load with `e`: says so plainly when it is no checkpoint at all."
+    with open(p, 'rb') as f: head = f.read(8)
+    looks = head.startswith(b'PK') or head[:1] == b'\x80' or p.suffix == '.safetensors'  # zip, pickle, safetensors
+    why = f"{type(e).__name__}: {str(e)[:300]}" if looks else "not a PyTorch, safetensors or TorchScript checkpoint file"
+    return ValueError(f"could not read checkpoint {str(p)!r} ({why})")
+
 def _read_checkpoint(path, weights_only=True):
     "(state_dict, hnvl metadata dict, is_torchscript) of a checkpoint file."
     p = _check_file(path)
@@ -88,8 +96,7 @@ def _read_checkpoint(path, weights_only=True):
                 ckpt = torch.jit.load(str(p), map_location="cpu").state_dict()
             ckpt = {k: v for k, v in ckpt.items() if k not in _JIT_EXTRA}
         else: ckpt = torch.load(str(p), map_location="cpu", weights_only=weights_only)
-    except Exception as e:
-        raise ValueError(f"could not read checkpoint {str(p)!r} ({type(e).__name__}: {str(e)[:300]})") from e
+    except Exception as e: raise _unreadable(p, e) from e
     if isinstance(ckpt, dict):
         if isinstance(ckpt.get("meta"), dict): meta = ckpt["meta"]
         for k in _WRAPPER_KEYS:
@@ -238,13 +245,18 @@ def create_model(name:str=TINY, # open_clip architecture name, e.g. "hnvl-tiny" 
                       mean=tuple(pp["mean"]), std=tuple(pp["std"]), context_length=int(model.context_length),
                       checkpoint=None if checkpoint is None else str(checkpoint), meta=dict(meta))
 
-# %% ../nbs/04_model.ipynb #f6e6ec0e
-def _unwrap_module(m):
+# %% ../nbs/04_model.ipynb #b4e1f0c9
+def unwrap_module(m:torch.nn.Module, # a module, maybe wrapped (in any nesting) by `torch.compile`, DDP or DataParallel
+                 ) -> torch.nn.Module:
+    "The module under every `torch.compile` / `DistributedDataParallel` / `DataParallel` wrapper of `m`."
     while True:
         if hasattr(m, "_orig_mod"): m = m._orig_mod
         elif isinstance(m, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)): m = m.module
         else: return m
 
+_unwrap_module = unwrap_module  # the earlier private name, kept as an alias for one release
+
+# %% ../nbs/04_model.ipynb #f6e6ec0e
 def save_model(bundle_or_model, # a `ClipBundle`, or a bare open_clip module (then pass `model="<arch name>"` in meta)
                path, # destination: .pt, .pth, .bin or .safetensors
                **meta, # extra JSON-serialisable metadata (epoch, metrics, ...)
@@ -262,7 +274,7 @@ def save_model(bundle_or_model, # a `ClipBundle`, or a bare open_clip module (th
     elif isinstance(model, torch.nn.Module):
         name, qg, module = meta.pop("model", None), uses_quick_gelu(model), model
     else: raise TypeError(f"bundle_or_model must be a ClipBundle or torch.nn.Module, got {type(model).__name__}")
-    module = _unwrap_module(module)
+    module = unwrap_module(module)
     try: info = json.loads(json.dumps({"model": name, "quick_gelu": qg, "hnvl_version": __version__, **meta}, default=_json_default))
     except TypeError as e: raise TypeError(f"save_model: metadata is not JSON-serialisable ({e})") from e
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
@@ -282,15 +294,14 @@ def checkpoint_meta(path, # checkpoint file
         try:
             with safe_open(str(p), framework="pt") as f: md = f.metadata() or {}
             return json.loads(md["hnvl_meta"]) if "hnvl_meta" in md else {}
-        except Exception as e:
-            raise ValueError(f"could not read checkpoint {str(p)!r} ({type(e).__name__}: {str(e)[:300]})") from e
+        except Exception as e: raise _unreadable(p, e) from e
     return {} if _is_torchscript(p) else _read_checkpoint(p)[1]
 
 # %% ../nbs/04_model.ipynb #3dac21ff
 def _module(model):
     m = model.model if isinstance(model, ClipBundle) else model
     if not isinstance(m, torch.nn.Module): raise TypeError(f"model must be a ClipBundle or torch.nn.Module, got {type(model).__name__}")
-    return _unwrap_module(m)
+    return unwrap_module(m)
 
 def _attention(device:torch.device):
     "The scaled-dot-product-attention kernel context for `device`: the math kernel on CPU, PyTorch's default elsewhere."

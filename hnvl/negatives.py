@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 from fastcore.script import call_parse, store_true
 
-from .core import asset_path, atomic_write
+from .core import asset_path, atomic_write, load_json, progress_bar
 
 # %% auto #0
 __all__ = ['GENERATORS', 'RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Lexicon', 'Analysis', 'analyze_lexicon', 'lexicon_coverage',
@@ -783,15 +783,29 @@ def save_negatives(path, # destination (conventionally `*.jsonl.gz`)
     return atomic_write(path, write)
 
 def load_negatives(path, # a cache written by `save_negatives`
+                   recipe:str|None=None, # if given, the recipe the cache must have been built with (else a `ValueError`)
                   ) -> tuple:
-    "Read a negatives cache: returns (captions, Negatives, meta)."
+    "Read a negatives cache: returns (captions, Negatives, meta); warns if another hnvl version wrote it."
     with gzip.open(path, 'rt', encoding='utf-8') as f:
         try: head = json.loads(f.readline())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path} is not an hnvl negatives cache") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+            raise ValueError(f"{path} is not an hnvl negatives cache ({e})") from e
         if not isinstance(head, dict) or head.get('format') != FORMAT: raise ValueError(f"{path} is not an hnvl negatives cache (header {str(head)[:80]})")
         if head.get('format_version', 0) > FORMAT_VERSION:
             raise ValueError(f"{path} has format_version {head['format_version']}; this hnvl reads <= {FORMAT_VERSION}: upgrade hnvl")
-        rows = [json.loads(l) for l in f if l.strip()]
+        if recipe is not None and head.get('recipe') != recipe:
+            raise ValueError(f"{path} was built with recipe {head.get('recipe')!r}, expected {recipe!r}: rebuild it with hnvl_negatives --recipe {recipe}")
+        rows = []
+        try:
+            for n, l in enumerate(f, 2):
+                if l.strip(): rows.append(json.loads(l))
+        except json.JSONDecodeError as e: raise ValueError(f"{path}: line {n} column {e.colno}: {e.msg}") from None
+        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e: raise ValueError(f"{path} is truncated or corrupt ({e})") from None
+    from hnvl import __version__
+    if head.get('hnvl_version') not in (None, __version__):
+        import warnings
+        warnings.warn(f"{path} was written by hnvl {head['hnvl_version']}, this is hnvl {__version__}: its negatives may differ "
+                      "from a fresh hnvl_negatives run", stacklevel=2)
     k = len(head['types'])
     if len(rows) != head['n'] or any(len(r) != k + 1 for r in rows): raise ValueError(f"{path} is truncated or corrupt: expected {head['n']} rows of {k + 1}")
     negs = [r[1:] for r in rows]
@@ -831,10 +845,15 @@ def read_captions(src, # COCO captions JSON, or a text file with one caption per
     "Captions and metadata (annotation/image ids for COCO files) from `src`."
     src = Path(src)
     if src.suffix.lower() == '.json':
-        d = json.loads(src.read_text(encoding='utf-8'))
+        d = load_json(src)  # a syntax error names the file, line and column
         anns = d['annotations'] if isinstance(d, dict) and 'annotations' in d else None
         if anns is None: raise ValueError(f"{src} is not a COCO captions file (no 'annotations' list)")
-        return [str(a['caption']) for a in anns], dict(ann_ids=[a.get('id') for a in anns], image_ids=[a.get('image_id') for a in anns])
+        for i, a in enumerate(anns):
+            c = a.get('caption') if isinstance(a, dict) else None
+            if not isinstance(c, str) or not c.strip():
+                what = "has no 'caption' key" if not isinstance(a, dict) or 'caption' not in a else f"has an empty caption ({c!r})"
+                raise ValueError(f"{src}: annotation #{i} (id {a.get('id') if isinstance(a, dict) else None}) {what}")
+        return [a['caption'] for a in anns], dict(ann_ids=[a.get('id') for a in anns], image_ids=[a.get('image_id') for a in anns])
     lines = src.read_text(encoding='utf-8').splitlines()
     return [l.strip() for l in lines if l.strip()], {}
 
@@ -851,7 +870,6 @@ def hnvl_negatives(src:str, # COCO captions JSON, a text file (one caption per l
                    quiet:store_true=False, # no progress bar
                   ):
     "Generate hard-negative captions for a caption file and write a negatives cache."
-    from tqdm.auto import tqdm
     if str(src).endswith('.npy'):
         caps, negs = import_reference_negatives(src, trust=trust_pickle)
         p = save_negatives(out, caps, negs, recipe='ceclip', backend='reference-import', seed=None, source=str(src))
@@ -861,7 +879,7 @@ def hnvl_negatives(src:str, # COCO captions JSON, a text file (one caption per l
     rec = recipe if recipe in RECIPES else recipe.split(',')
     kw = dict(fill_mask=mlm_model) if backend == 'mlm' else {}
     parts, types = [], None
-    for s in tqdm(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
+    for s in progress_bar(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
         n = make_negatives(caps[s:s + chunk], recipe=rec, seed=seed, backend=backend, spacy_model=spacy_model, **kw)
         parts.append(n); types = n.types
     if types is None: types = _resolve_recipe(rec, backend, None)[0]

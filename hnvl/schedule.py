@@ -5,6 +5,7 @@
 # %% ../nbs/03_schedule.ipynb #45aa4359
 from __future__ import annotations
 import torch
+from fastcore.basics import patch
 from .core import check_tensor
 
 # %% auto #0
@@ -27,8 +28,9 @@ class _Counted:
         self.steps, self.epochs = int(sd.get('steps', 0)), int(sd.get('epochs', 0))
         self._hist = [torch.as_tensor(h, dtype=torch.float32) for h in sd.get('history', [])]
 
+# %% ../nbs/03_schedule.ipynb #ab31e7b5
 class AdaptiveThreshold(_Counted):
-    "Per-type CMR margin θ (K,), re-estimated from each step's detached similarities (SPEC §4)."
+    "Per-type CMR margin θ (K,), re-estimated from each step's detached similarities (the paper's adaptive threshold)."
     rules = ('mean', 'max')
     def __init__(self,
                  k:int, # number of negative types K
@@ -37,71 +39,45 @@ class AdaptiveThreshold(_Counted):
                  reset_every_epoch:bool=True, # `new_epoch()` sets θ back to 0 (reference behaviour)
                  ema:float|None=None, # if set, θ ← ema·θ + (1−ema)·new (not in the paper)
                 ):
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1: raise ValueError(f"k must be a positive int, got {k!r}")
-        if rule not in self.rules: raise ValueError(f"rule must be one of {self.rules}, got {rule!r}")
-        if upper_bound is not None and not upper_bound >= 0: raise ValueError(f"upper_bound must be >= 0 or None, got {upper_bound!r}")
-        if ema is not None and not 0 <= ema < 1: raise ValueError(f"ema must be in [0, 1) or None, got {ema!r}")
-        self.k, self.rule, self.upper_bound, self.reset_every_epoch, self.ema = k, rule, upper_bound, reset_every_epoch, ema
-        self.value = torch.zeros(k)
+        _check_config(k, rule, upper_bound, ema, self.rules)
+        self.k, self.rule, self.upper_bound, self.reset_every_epoch = k, rule, upper_bound, reset_every_epoch
+        self.ema, self.value = ema, torch.zeros(k)
         self._start()
 
     def __repr__(self):
         return (f"AdaptiveThreshold(k={self.k}, rule={self.rule!r}, upper_bound={self.upper_bound}, "
-                f"reset_every_epoch={self.reset_every_epoch}, ema={self.ema}, value={[round(v, 3) for v in self.value.tolist()]})")
+                f"reset_every_epoch={self.reset_every_epoch}, ema={self.ema}, "
+                f"value={[round(v, 3) for v in self.value.tolist()]})")
 
-    @torch.no_grad()
-    def measure(self,
-                pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
-                neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
-                neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
-                check:bool=True, # validate the inputs (`HardNegativeLoss` passes False: its features are already checked)
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        "The rule's raw (clamped) estimate (K,) and which types had a valid entry (K,) bool; does not change state."
-        if check: pos_sim, neg_sim, neg_mask = _check_sims(pos_sim, neg_sim, neg_mask, self.k)
-        pos, neg = pos_sim.detach().float(), neg_sim.detach().float()
-        has = neg_mask.any(0)
-        if self.rule == 'mean':
-            cnt = neg_mask.sum(0)
-            neg_mean = torch.where(neg_mask, neg, torch.zeros_like(neg)).sum(0) / cnt.clamp(min=1)
-            new = pos.mean() - neg_mean
-        else:
-            gap = torch.where(neg_mask, pos[:, None] - neg, torch.zeros_like(neg))
-            new = gap.max(0).values / 5
-        return new.clamp(min=0, max=self.upper_bound), has
+# %% ../nbs/03_schedule.ipynb #3335c9f2
+@patch
+@torch.no_grad()
+def measure(self:AdaptiveThreshold,
+            pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
+            neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
+            neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+            check:bool=True, # validate the inputs (`HardNegativeLoss` passes False: its features are already checked)
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The rule's raw (clamped) estimate (K,) and which types had a valid entry (K,) bool; does not change state."
+    if check: pos_sim, neg_sim, neg_mask = _check_sims(pos_sim, neg_sim, neg_mask, self.k)
+    pos, neg = pos_sim.detach().float(), neg_sim.detach().float()
+    has = neg_mask.any(0)
+    if self.rule == 'mean':
+        cnt = neg_mask.sum(0)
+        neg_mean = torch.where(neg_mask, neg, torch.zeros_like(neg)).sum(0) / cnt.clamp(min=1)
+        new = pos.mean() - neg_mean
+    else:
+        gap = torch.where(neg_mask, pos[:, None] - neg, torch.zeros_like(neg))
+        new = gap.max(0).values / 5
+    return new.clamp(min=0, max=self.upper_bound), has
 
-    @torch.no_grad()
-    def update(self,
-               pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
-               neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
-               neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
-               check:bool=True, # validate the inputs (False: the caller already did)
-              ) -> torch.Tensor:
-        "Set θ from this step's similarities (for the next step); types without a valid negative keep their θ."
-        new, has = self.measure(pos_sim, neg_sim, neg_mask, check)
-        old = self.value.to(new.device)
-        if self.ema is not None: new = self.ema * old + (1 - self.ema) * new
-        self.value = torch.where(has, new, old)
-        self._record(self.value)
-        return self.value
-
-    def new_epoch(self):
-        "Start of an epoch: reset θ to 0 when `reset_every_epoch`."
-        self.epochs += 1
-        if self.reset_every_epoch: self.value = torch.zeros_like(self.value)
-
-    def state_dict(self) -> dict:
-        "Everything needed to resume: value, counters, history and the configuration."
-        return dict(kind='adaptive', k=self.k, rule=self.rule, upper_bound=self.upper_bound, reset_every_epoch=self.reset_every_epoch,
-                    ema=self.ema, value=self.value.detach().cpu().clone(), **self._counters())
-
-    def load_state_dict(self, sd:dict):
-        "Restore from `state_dict()`; the number of types must match."
-        _check_state(sd, 'adaptive', self.k)
-        for a in ('rule', 'upper_bound', 'reset_every_epoch', 'ema'):
-            if a in sd: setattr(self, a, sd[a])
-        self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
-        self._load_counters(sd)
-        return self
+# %% ../nbs/03_schedule.ipynb #c74e498c
+def _check_config(k, rule, upper_bound, ema, rules):
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1: raise ValueError(f"k must be a positive int, got {k!r}")
+    if rule not in rules: raise ValueError(f"rule must be one of {rules}, got {rule!r}")
+    if upper_bound is not None and not upper_bound >= 0:
+        raise ValueError(f"upper_bound must be >= 0 or None, got {upper_bound!r}")
+    if ema is not None and not 0 <= ema < 1: raise ValueError(f"ema must be in [0, 1) or None, got {ema!r}")
 
 def _check_sims(pos_sim, neg_sim, neg_mask, k=None):
     check_tensor(pos_sim, 'pos_sim', (None,))
@@ -112,10 +88,53 @@ def _check_sims(pos_sim, neg_sim, neg_mask, k=None):
     return pos_sim, neg_sim, neg_mask.to(neg_sim.device)
 
 def _check_state(sd, kind, k):
-    if not isinstance(sd, dict) or 'value' not in sd: raise ValueError(f"state must be a dict from state_dict(), got {type(sd).__name__}")
+    if not isinstance(sd, dict) or 'value' not in sd:
+        raise ValueError(f"state must be a dict from state_dict(), got {type(sd).__name__}")
     if sd.get('kind', kind) != kind: raise ValueError(f"state is for a {sd.get('kind')!r} threshold, not {kind!r}")
     v = torch.as_tensor(sd['value'])
-    if k is not None and tuple(v.shape) != (k,): raise ValueError(f"state value must have shape ({k},), got {tuple(v.shape)}")
+    if k is not None and tuple(v.shape) != (k,):
+        raise ValueError(f"state value must have shape ({k},), got {tuple(v.shape)}")
+
+# %% ../nbs/03_schedule.ipynb #aea495dd
+@patch
+@torch.no_grad()
+def update(self:AdaptiveThreshold,
+           pos_sim:torch.Tensor, # (N,) s(I_i, T_i), logit units
+           neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
+           neg_mask:torch.Tensor, # (N, K) bool, True = valid negative
+           check:bool=True, # validate the inputs (False: the caller already did)
+          ) -> torch.Tensor:
+    "Set θ from this step's similarities (for the next step); types without a valid negative keep their θ."
+    new, has = self.measure(pos_sim, neg_sim, neg_mask, check)
+    old = self.value.to(new.device)
+    if self.ema is not None: new = self.ema * old + (1 - self.ema) * new
+    self.value = torch.where(has, new, old)
+    self._record(self.value)
+    return self.value
+
+# %% ../nbs/03_schedule.ipynb #8df3d543
+@patch
+def new_epoch(self:AdaptiveThreshold):
+    "Start of an epoch: reset θ to 0 when `reset_every_epoch`."
+    self.epochs += 1
+    if self.reset_every_epoch: self.value = torch.zeros_like(self.value)
+
+@patch
+def state_dict(self:AdaptiveThreshold) -> dict:
+    "Everything needed to resume: value, counters, history and the configuration."
+    return dict(kind='adaptive', k=self.k, rule=self.rule, upper_bound=self.upper_bound,
+                reset_every_epoch=self.reset_every_epoch, ema=self.ema, value=self.value.detach().cpu().clone(),
+                **self._counters())
+
+@patch
+def load_state_dict(self:AdaptiveThreshold, sd:dict):
+    "Restore from `state_dict()`; the number of types must match."
+    _check_state(sd, 'adaptive', self.k)
+    for a in ('rule', 'upper_bound', 'reset_every_epoch', 'ema'):
+        if a in sd: setattr(self, a, sd[a])
+    self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
+    self._load_counters(sd)
+    return self
 
 # %% ../nbs/03_schedule.ipynb #bd08a048
 class FixedThreshold(_Counted):
@@ -126,7 +145,8 @@ class FixedThreshold(_Counted):
                 ):
         v = torch.as_tensor(value, dtype=torch.float32).clone()
         if v.ndim > 1: raise ValueError(f"value must be a number or a 1-d sequence, got shape {tuple(v.shape)}")
-        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()): raise ValueError(f"value must be finite and >= 0, got {v.tolist()}")
+        if not bool(torch.isfinite(v).all()) or bool((v < 0).any()):
+            raise ValueError(f"value must be finite and >= 0, got {v.tolist()}")
         if k is not None:
             if v.ndim == 0: v = v.expand(k).clone()
             elif v.shape[0] != k: raise ValueError(f"value must have shape ({k},), got {tuple(v.shape)}")
@@ -135,27 +155,32 @@ class FixedThreshold(_Counted):
 
     def __repr__(self): return f"FixedThreshold({self.value.tolist()})"
 
-    def update(self,
-               pos_sim:torch.Tensor, # (N,) s(I_i, T_i)
-               neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
-               neg_mask:torch.Tensor, # (N, K) bool
-               check:bool=True, # validate the inputs (False: the caller already did)
-              ) -> torch.Tensor:
-        "No-op apart from input checks and the history."
-        if check: _check_sims(pos_sim, neg_sim, neg_mask, self.k)
-        self._record(self.value.expand(neg_sim.shape[1]))
-        return self.value
+# %% ../nbs/03_schedule.ipynb #ad7930ff
+@patch
+def update(self:FixedThreshold,
+           pos_sim:torch.Tensor, # (N,) s(I_i, T_i)
+           neg_sim:torch.Tensor, # (N, K) s(I_i, T_i^k)
+           neg_mask:torch.Tensor, # (N, K) bool
+           check:bool=True, # validate the inputs (False: the caller already did)
+          ) -> torch.Tensor:
+    "No-op apart from input checks and the history."
+    if check: _check_sims(pos_sim, neg_sim, neg_mask, self.k)
+    self._record(self.value.expand(neg_sim.shape[1]))
+    return self.value
 
-    def new_epoch(self): self.epochs += 1
+@patch
+def new_epoch(self:FixedThreshold): self.epochs += 1
 
-    def state_dict(self) -> dict:
-        "Value, counters and history."
-        return dict(kind='fixed', value=self.value.clone(), **self._counters())
+@patch
+def state_dict(self:FixedThreshold) -> dict:
+    "Value, counters and history."
+    return dict(kind='fixed', value=self.value.clone(), **self._counters())
 
-    def load_state_dict(self, sd:dict):
-        "Restore from `state_dict()`."
-        _check_state(sd, 'fixed', None)
-        self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
-        self.k = self.value.shape[0] if self.value.ndim else self.k
-        self._load_counters(sd)
-        return self
+@patch
+def load_state_dict(self:FixedThreshold, sd:dict):
+    "Restore from `state_dict()`."
+    _check_state(sd, 'fixed', None)
+    self.value = torch.as_tensor(sd['value'], dtype=torch.float32).clone()
+    self.k = self.value.shape[0] if self.value.ndim else self.k
+    self._load_counters(sd)
+    return self

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #1819e32f
 from __future__ import annotations
-import dataclasses, functools, json, math, os, random, time
+import dataclasses, functools, json, math, os, random, socket, sys, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -12,14 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse, Param
-from tqdm.auto import tqdm
+try: import fcntl  # POSIX: the run-folder lock
+except ImportError: fcntl = None  # Windows: run folders are not locked
 
-from .core import seed_everything, atomic_write, save_json, load_json, default_device
+from .core import seed_everything, atomic_write, save_json, load_json, default_device, progress_bar, console_entry
+from .negatives import RECIPES, GENERATORS, make_negatives
+from .schedule import AdaptiveThreshold, FixedThreshold
+from .losses import HardNegativeLoss, IMC_VARIANTS, CMR_REDUCTIONS
+from .model import create_model, save_model, unwrap_module, encode_images, encode_texts, get_logit_scale
+from .data import WorldConfig, make_world, ArrayHardNegatives, CocoHardNegatives, collate_hard_negatives
 
 # %% auto #0
-__all__ = ['PRESETS', 'LOSS_CONFIGS', 'TrainConfig', 'param_groups', 'make_optimizer', 'lr_lambda', 'make_threshold', 'make_loss',
-           'EpochBatchSampler', 'CachedTokenizer', 'make_dataset', 'batches', 'train_step', 'save_checkpoint',
-           'load_checkpoint', 'fit', 'hnvl_train']
+__all__ = ['PRESETS', 'LOSS_CONFIGS', 'CHECKPOINT_KEYS', 'RESUME_FIELDS', 'TrainConfig', 'param_groups', 'make_optimizer',
+           'lr_lambda', 'make_threshold', 'make_loss', 'EpochBatchSampler', 'CachedTokenizer', 'make_dataset',
+           'batches', 'NonFiniteLossError', 'train_step', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'find_checkpoint', 'RunFolderInUse', 'RunLock', 'fit', 'hnvl_train']
 
 # %% ../nbs/06_train.ipynb #286e627e
 @dataclass
@@ -76,12 +83,11 @@ class TrainConfig:
     log_every: int = 10 # steps between metrics.jsonl rows
     ckpt_every: int = 0 # steps between checkpoints (0: only at the end)
     stop_after: int|None = None # end this invocation after this step (checkpoint written), as if pre-empted
-    resume: bool = False # continue from OUT/checkpoint.pt if it exists
-    progress: bool = True # tqdm progress bar
+    resume: bool = False # continue from OUT/checkpoint.pt if there is one (checkpoint.prev.pt if that one is unusable)
+    progress: bool = True # progress bar (`hnvl.core.progress_bar`: a line every 30 s when stderr is not a terminal)
 
     def __post_init__(self):
         "Reject a bad choice or range when the config is made, not steps into a run."
-        from hnvl.losses import IMC_VARIANTS, CMR_REDUCTIONS
         for name, ok in (('data', ('shapes', 'coco')), ('threshold', ('adaptive', 'fixed', 'max', 'ema')),
                          ('schedule', ('cosine', 'constant')), ('amp_dtype', ('bf16', 'fp16')), ('neg_vocab', ('captions', None)),
                          ('imc_variant', IMC_VARIANTS), ('cmr_reduction', CMR_REDUCTIONS)):
@@ -96,6 +102,10 @@ class TrainConfig:
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
         if not 0 <= self.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {self.ema!r}")
+        _check_recipe(self.recipe)
+        if self.steps is not None and self.ckpt_every > self.steps:
+            raise ValueError(f"TrainConfig.ckpt_every ({self.ckpt_every}) is larger than steps ({self.steps}): "
+                             "use 0 for a checkpoint only at the end, or a value <= steps")
 
     @classmethod
     def preset(cls, name:str='tiny', # 'tiny' | 'shapes' | 'paper'
@@ -116,11 +126,20 @@ PRESETS = dict(
     tiny=dict(out='runs/tiny', n_train=256, batch_size=32, steps=12, epochs=1, lr=1e-3, warmup=2, log_every=1),
     # the demo's fine-tuning profile (the prototype's recipe: batch 256, lr 1e-3)
     shapes=dict(out='runs/shapes', n_train=20_000, batch_size=256, steps=500, lr=1e-3, warmup=50, log_every=10),
-    # SPEC §6: OpenAI CLIP ViT-B/32 (QuickGELU) on COCO 2014 with 4 negatives per caption
+    # the paper's fine-tuning setup: OpenAI CLIP ViT-B/32 (QuickGELU) on COCO 2014 with 4 negatives per caption
     paper=dict(out='runs/paper', model='ViT-B-32-quickgelu', quick_gelu=True, data='coco', steps=None, epochs=5,
                batch_size=256, lr=5e-6, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1, warmup=50, schedule='cosine',
                amp=True, amp_dtype='bf16', num_workers=8, lambda_imc=0.3, lambda_cmr=0.2, log_every=50, ckpt_every=1000),
 )
+
+# %% ../nbs/06_train.ipynb #e1a7c3f0
+def _check_recipe(recipe):
+    "Raise unless `recipe` names a `hnvl.negatives` recipe or is a non-empty list of its generator names."
+    types = (RECIPES.get(recipe) if isinstance(recipe, str)
+             else list(recipe) if isinstance(recipe, (list, tuple)) else None)
+    if not types or any(t not in GENERATORS for t in types):
+        raise ValueError(f"TrainConfig.recipe must be one of {sorted(RECIPES)} or a non-empty list of negative types "
+                         f"from {sorted(GENERATORS)}, got {recipe!r}")
 
 # %% ../nbs/06_train.ipynb #51436a69
 LOSS_CONFIGS = dict(
@@ -171,7 +190,6 @@ def make_threshold(cfg:TrainConfig, # the run's config
                    k:int, # number of negative types
                   ):
     "The θ schedule named by `cfg.threshold` (adaptive mean rule, reference max rule, EMA or fixed)."
-    from hnvl.schedule import AdaptiveThreshold, FixedThreshold
     if cfg.threshold == 'adaptive': return AdaptiveThreshold(k, rule='mean', upper_bound=cfg.upper_bound)
     if cfg.threshold == 'max': return AdaptiveThreshold(k, rule='max', upper_bound=cfg.upper_bound)
     if cfg.threshold == 'ema': return AdaptiveThreshold(k, rule='mean', upper_bound=cfg.upper_bound, reset_every_epoch=False, ema=cfg.ema)
@@ -183,7 +201,6 @@ def make_loss(cfg:TrainConfig, # the run's config
               k:int, # number of negative types
              ):
     "The `HardNegativeLoss` a config describes."
-    from hnvl.losses import HardNegativeLoss
     thr = make_threshold(cfg, k) if cfg.hard_negatives and k > 0 else None
     return HardNegativeLoss(itc=cfg.itc, imc=cfg.imc, cmr=cfg.cmr, lambda_imc=cfg.lambda_imc, lambda_cmr=cfg.lambda_cmr,
                             threshold=thr, hard_negatives=cfg.hard_negatives, imc_variant=cfg.imc_variant, cmr_reduction=cfg.cmr_reduction)
@@ -232,11 +249,8 @@ def make_dataset(cfg:TrainConfig, # the run's config
                 ):
     "The training dataset of `cfg.data` and the names of its negative types (`[]` when `hard_negatives=False`)."
     if cfg.data == 'shapes':
-        from hnvl.data import WorldConfig, make_world, ArrayHardNegatives
         world = make_world(WorldConfig(**cfg.world), cfg.n_train, split='train', seed=cfg.world_seed)
         if cfg.hard_negatives:
-            from hnvl.negatives import make_negatives
-            if cfg.neg_vocab not in ('captions', None): raise ValueError(f"neg_vocab must be 'captions' or None, got {cfg.neg_vocab!r}")
             vocab = sorted({w for c in world.captions for w in c.split()}) if cfg.neg_vocab == 'captions' else None
             negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend, vocab=vocab)
         else: negs = None # K=0: plain CLIP, nothing generated, tokenised or encoded
@@ -245,7 +259,6 @@ def make_dataset(cfg:TrainConfig, # the run's config
     if cfg.data == 'coco':
         for f in ('coco_ann', 'coco_images') + (('negatives_path',) if cfg.hard_negatives else ()):
             if not getattr(cfg, f): raise ValueError(f"data='coco' needs {f} (a local path; nothing is downloaded), got None")
-        from hnvl.data import CocoHardNegatives
         ds = CocoHardNegatives(cfg.coco_ann, cfg.coco_images, cfg.negatives_path if cfg.hard_negatives else None, # None: K=0
                                bundle.preprocess_train, skip_missing=cfg.skip_missing)
         return ds, list(ds.types)
@@ -257,13 +270,21 @@ def batches(ds, # the training dataset
             tokenizer, # list[str] -> LongTensor
             cfg:TrainConfig, # for workers and pinning
            ):
-    "Iterate collated batches: the array fast path (`ds.batch`) for the shapes world, a `DataLoader` otherwise."
+    "Iterate collated batches with their dataset indices (`index`): the array fast path (`ds.batch`) or a `DataLoader`."
     if hasattr(ds, 'batch'):
-        for idx in sampler: yield ds.batch(idx, tokenizer)
+        for idx in sampler: yield dict(ds.batch(idx, tokenizer), index=idx)
     else:
-        from hnvl.data import collate_hard_negatives
-        yield from torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=functools.partial(collate_hard_negatives, tokenizer=tokenizer),
-                                               num_workers=cfg.num_workers, pin_memory=str(cfg.device or default_device()).startswith('cuda'))
+        loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                             collate_fn=functools.partial(collate_hard_negatives, tokenizer=tokenizer),
+                                             pin_memory=str(cfg.device or default_device()).startswith('cuda'))
+        for idx, b in zip(sampler, loader): yield dict(b, index=idx)  # the loader keeps the sampler's order
+
+# %% ../nbs/06_train.ipynb #a5c9e2d7
+class NonFiniteLossError(RuntimeError):
+    "A training step's loss was NaN or infinite; `terms` holds every loss term of that step."
+    def __init__(self, msg:str, # what happened, where
+                 terms:dict|None=None, # the step's loss terms as floats
+                ): super().__init__(msg); self.terms = dict(terms or {})
 
 # %% ../nbs/06_train.ipynb #a0bbf792
 def _dist():
@@ -275,8 +296,7 @@ def _sum_grads(model, bucket:int=2**24):
     "Sum the towers' gradients over the process group (flat buckets of about `bucket` elements); average the logit scale's."
     world = _dist()[0]
     if world == 1: return
-    from hnvl.model import _unwrap_module
-    m = _unwrap_module(model)
+    m = unwrap_module(model)
     shared = {id(getattr(m, a)) for a in ('logit_scale', 'logit_bias') if isinstance(getattr(m, a, None), torch.nn.Parameter)}
     for p in model.parameters():  # every process's loss reaches the logit scale through the whole global batch, not a shard
         if id(p) in shared and p.grad is not None: p.grad.div_(world)
@@ -300,8 +320,7 @@ def train_step(model, # open_clip CLIP (train mode)
                autocast=None, # autocast context factory (None: off)
                grad_clip:float|None=None, # max gradient norm
               ) -> dict:
-    "One optimisation step; returns the loss terms as floats."
-    from hnvl.model import encode_images, encode_texts, get_logit_scale, _unwrap_module
+    "One optimisation step; returns the loss terms as floats (a non-finite loss: `NonFiniteLossError`, no step)."
     dev = next(model.parameters()).device
     images, texts, mask = batch['images'].to(dev, non_blocking=True), batch['texts'].to(dev, non_blocking=True), batch['mask'].to(dev)
     n, k = images.shape[0], mask.shape[1]
@@ -311,19 +330,27 @@ def train_step(model, # open_clip CLIP (train mode)
         keep = torch.cat([mask.new_ones(n), mask.reshape(-1)]).nonzero().squeeze(1)  # captions and valid negatives only
         kept = encode_texts(model, texts[keep]).float()
     img = img.float()
+    for what, x in (('image features', img), ('text features', kept)):  # a sum is finite when every entry is (cheap)
+        if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x.detach()).all()):
+            raise NonFiniteLossError(f"non-finite {what} (NaN or inf: the forward pass overflowed)")
     txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)  # a masked negative stays 0: every loss term masks it out
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
     out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
     opt.zero_grad(set_to_none=True)
     if scaler is None: scaler = torch.amp.GradScaler(dev.type, enabled=False) # disabled: scale/unscale_/update do nothing, step = opt.step()
     scaler.scale(out['loss']).backward()
+    terms = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+    if not math.isfinite(terms['loss']):  # every process computed the same global loss: all of them stop here
+        opt.zero_grad(set_to_none=True)
+        bad = ', '.join(f"{k}={v}" for k, v in terms.items() if not math.isfinite(v))
+        raise NonFiniteLossError(f"non-finite loss ({bad})", terms)
     _sum_grads(model)  # several processes: each backward reached only its own shard; the sum is the one-process gradient
     scaler.unscale_(opt)
     if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     scaler.step(opt); scaler.update()
     if sched is not None: sched.step()
-    with torch.no_grad(): _unwrap_module(model).logit_scale.clamp_(0, math.log(100))
-    return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+    with torch.no_grad(): unwrap_module(model).logit_scale.clamp_(0, math.log(100))
+    return terms
 
 # %% ../nbs/06_train.ipynb #6245744a
 def _rng_state():
@@ -335,39 +362,151 @@ def _set_rng_state(s):
     random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
+CHECKPOINT_KEYS = ('model', 'optimizer', 'scheduler', 'scaler', 'threshold', 'rng', 'step', 'config', 'types')
+
+def previous_checkpoint(path) -> Path:
+    "Where the checkpoint that `path` replaced is kept: `checkpoint.pt` -> `checkpoint.prev.pt`."
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
 def save_checkpoint(path, # destination (written atomically)
                     model, opt, sched, scaler, loss_fn, # training state
                     step:int, # global steps done
                     cfg:TrainConfig, # the run's config
                     types:list[str], # negative type names
+                    keep_previous:bool=True, # keep the replaced file as `previous_checkpoint(path)` (False: drop both)
                    ) -> Path:
-    "Write a resumable checkpoint atomically."
-    from hnvl.model import _unwrap_module
-    state = dict(model=_unwrap_module(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+    "Write a resumable checkpoint atomically; the one it replaces becomes `checkpoint.prev.pt`."
+    path, prev = Path(path), previous_checkpoint(path)
+    state = dict(model=unwrap_module(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                  scaler=scaler.state_dict() if scaler is not None else None,
                  threshold=loss_fn.state_dict() or None, # None: no threshold (plain CLIP)
                  rng=_rng_state(), step=step, config=asdict(cfg), types=types)
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp):
+        torch.save(state, tmp)  # if this fails (disk full), both older files stay as they were
+        if keep_previous and path.exists(): os.replace(path, prev)
+        elif not keep_previous: prev.unlink(missing_ok=True)
+    return atomic_write(path, write)
+
+# %% ../nbs/06_train.ipynb #d4f7b3a9
+RESUME_FIELDS = ('model', 'quick_gelu', 'data', 'recipe', 'hard_negatives', 'threshold', 'batch_size', 'seed')
+
+def _check_same_run(st:dict, cfg:TrainConfig, path):
+    "Raise unless checkpoint state `st` was written by a run that agrees with `cfg` on `RESUME_FIELDS`."
+    old, key = st['config'], lambda v: json.dumps(v, sort_keys=True, default=str)  # lists and tuples alike
+    diff = [f"{k}={old.get(k)!r} there, {getattr(cfg, k)!r} here"
+            for k in RESUME_FIELDS if key(old.get(k)) != key(getattr(cfg, k))]
+    if diff: raise ValueError(f"checkpoint {str(path)!r} belongs to another run ({'; '.join(diff)}): "
+                              "resume with the same settings, or train into another out folder")
 
 def load_checkpoint(path, # checkpoint written by `save_checkpoint`
+                    cfg:TrainConfig|None=None, # the run about to resume from it (None: no comparison)
                    ) -> dict:
-    "Read a checkpoint (on the CPU)."
-    return torch.load(path, map_location='cpu', weights_only=False)
+    "Read and verify a checkpoint (on the CPU); a `ValueError` naming it if unreadable, incomplete or another run's."
+    p = Path(path)
+    if not p.is_file(): raise FileNotFoundError(f"checkpoint not found: {str(p)!r}")
+    try: st = torch.load(p, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise ValueError(f"checkpoint {str(p)!r} is unreadable ({type(e).__name__}: {str(e)[:200]})") from e
+    missing = [k for k in CHECKPOINT_KEYS if k not in st] if isinstance(st, dict) else list(CHECKPOINT_KEYS)
+    if missing: raise ValueError(f"checkpoint {str(p)!r} is not a training checkpoint (it lacks {missing})")
+    if cfg is not None: _check_same_run(st, cfg, p)
+    return st
+
+# %% ../nbs/06_train.ipynb #f6b1d8e3
+def find_checkpoint(folder, # run folder
+                    log=print, # receives one line: which checkpoint is used, and why
+                   ) -> tuple|None:
+    "`(path, state)` of the newest usable checkpoint in `folder`; None if there is none; `ValueError` if none loads."
+    folder = Path(folder)
+    files = [f for f in (folder/'checkpoint.pt', previous_checkpoint(folder/'checkpoint.pt')) if f.exists()]
+    bad = []
+    for f in files:
+        try: st = load_checkpoint(f)
+        except ValueError as e: bad.append(str(e)); continue
+        log(f"resuming from {str(f)!r} (step {st['step']})" + (f" because {bad[0]}" if bad else ""))
+        return f, st
+    if bad: raise ValueError(f"no usable checkpoint to resume from in {str(folder)!r}: " + "; ".join(bad))
+    return None
+
+# %% ../nbs/06_train.ipynb #b9e3f5a6
+def _check_writable(folder:Path):
+    "Create `folder` and write a probe file there; an `OSError` naming the folder if either fails."
+    probe = folder/f'.hnvl_write_probe.{os.getpid()}'
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(bytes(65536))
+    except OSError as e:
+        msg = f"output folder {str(folder)!r} is not writable ({e.strerror or e})"
+        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+    finally:
+        try: probe.unlink()
+        except OSError: pass
+
+class RunFolderInUse(RuntimeError):
+    "Another process holds the run folder's lock."
+
+class RunLock:
+    "Hold `folder/.hnvl_train.lock` while one process trains into `folder`; another raises `RunFolderInUse`."
+    name = '.hnvl_train.lock'
+    def __init__(self, folder, # run folder (must exist)
+                 log=print, # receives the line about a taken-over stale lock
+                ): self.path, self.fd, self.log = Path(folder)/self.name, None, log
+    def __enter__(self):
+        if fcntl is None: return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                owner = os.read(fd, 200).decode(errors='replace').strip() or 'another process'; os.close(fd)
+                if isinstance(e, BlockingIOError):
+                    raise RunFolderInUse(f"run folder {str(self.path.parent)!r} is in use by {owner} "
+                                         f"(lock {str(self.path)!r}): wait for that run to end or train into another "
+                                         "out folder") from None
+                raise OSError(e.errno, f"cannot lock {str(self.path)!r} ({e.strerror})") from e
+            try: same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError: same = False
+            if same: break
+            os.close(fd)  # the holder removed the file between our open and flock: take the new one
+        old = os.read(fd, 200).decode(errors='replace').strip()
+        if old: self.log(f"taking over the lock {str(self.path)!r} left by {old}, which is no longer running")
+        os.lseek(fd, 0, 0); os.ftruncate(fd, 0); os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.fd = fd
+        return self
+    def __exit__(self, *exc):
+        if self.fd is None: return
+        self.path.unlink(missing_ok=True)  # while still locked: a process that opened the old file retries on a new one
+        os.close(self.fd); self.fd = None
 
 # %% ../nbs/06_train.ipynb #88d488de
+def _log(msg:str): print(f"hnvl.train: {msg}", file=sys.stderr, flush=True)
+
 def fit(cfg:TrainConfig, # what to train, on what, how
         model=None, # a `hnvl.model.ClipBundle` to train in place (None: `create_model(cfg.model, cfg.checkpoint)`)
        ) -> dict:
     "Train per `cfg`; returns the last metrics row, the output folder, checkpoint and model paths and the bundle."
-    from hnvl.model import create_model, save_model, _unwrap_module
     world, rank = _dist()
     main = rank == 0  # the process that writes metrics, config, checkpoints and the model
     if world > 1 and cfg.batch_size % world: raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
+    out = Path(cfg.out)
+    if main: _check_writable(out)
+    with RunLock(out, log=_log) if main else nullcontext():
+        return _fit(cfg, model, out, world, rank, main)
+
+def _fit(cfg, model, out, world, rank, main):
+    "`fit` once the run folder is known to be writable and is this process's."
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = cfg.device or default_device()
     if world > 1 and dev == 'cuda': dev = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"; torch.cuda.set_device(dev)
-    out = Path(cfg.out); out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out/'checkpoint.pt'
+    found = find_checkpoint(out, log=_log if main else (lambda m: None)) if cfg.resume else None
+    if found: _check_same_run(found[1], cfg, found[0])
+    if main and found and found[0] != ckpt_path and ckpt_path.exists():  # set the unusable newest one aside, so that
+        os.replace(ckpt_path, out/'checkpoint.unusable.pt')               # the next checkpoint keeps the good one as prev
+        _log(f"moved the unusable {str(ckpt_path)!r} to {str(out/'checkpoint.unusable.pt')!r}")
+    if main:  # temporary files of a killed run (nobody else writes here: we hold the lock)
+        for name in ('checkpoint.pt', 'metrics.jsonl', 'config.json', 'model.pt'):
+            for f in out.glob(f'.{name}.*.tmp'): f.unlink(missing_ok=True)
     seed_everything(cfg.seed)
     bundle = model if model is not None else create_model(cfg.model, checkpoint=cfg.checkpoint, device=dev, quick_gelu=cfg.quick_gelu)
     net = bundle.model.to(dev).train()
@@ -376,6 +515,9 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     per_epoch = len(ds) // cfg.batch_size
     if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({len(ds)})")
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    if cfg.ckpt_every > total:
+        raise ValueError(f"ckpt_every ({cfg.ckpt_every}) is larger than the run's {total} steps: "
+                         "use 0 for a checkpoint only at the end, or a smaller value")
     loss_fn = make_loss(cfg, k); loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
     opt = make_optimizer(net, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.schedule))
@@ -384,13 +526,21 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     dev_type = 'cuda' if dev.startswith('cuda') else 'cpu'
     autocast = (lambda: torch.autocast(dev_type, dtype=dtype)) if use_amp else None
     scaler = torch.amp.GradScaler(dev_type, enabled=use_amp and dtype == torch.float16)
-    step = 0
-    if cfg.resume and ckpt_path.exists():
-        st = load_checkpoint(ckpt_path)
-        _unwrap_module(net).load_state_dict(st['model']); opt.load_state_dict(st['optimizer']); sched.load_state_dict(st['scheduler'])
+    step, last_ckpt = 0, None  # last_ckpt: (path, step) of the newest checkpoint of this run on disk
+    if found:
+        path, st = found
+        if st['types'] != types:
+            raise ValueError(f"checkpoint {str(path)!r} was trained with negative types {st['types']}, "
+                             f"this run has {types}")
+        try:
+            unwrap_module(net).load_state_dict(st['model']); opt.load_state_dict(st['optimizer'])
+            sched.load_state_dict(st['scheduler'])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {str(path)!r} does not fit this run's model or optimiser "
+                             f"({str(e)[:300]})") from e
         if st.get('scaler'): scaler.load_state_dict(st['scaler'])
         loss_fn.load_state_dict(st.get('threshold') or {})
-        _set_rng_state(st['rng']); step = st['step']
+        _set_rng_state(st['rng']); step = st['step']; last_ckpt = (path, step)
         if main: _truncate_metrics(out/'metrics.jsonl', step)
     elif main and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
     if main: save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev, amp=use_amp, world_size=world), out/'config.json')
@@ -398,17 +548,20 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     tok = CachedTokenizer(bundle.tokenizer) if cfg.data == 'shapes' else bundle.tokenizer
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
     last, t0, n0 = {}, time.perf_counter(), step
-    bar = tqdm(total=end, initial=step, disable=not (cfg.progress and main), desc=Path(cfg.out).name, leave=False)
+    bar = progress_bar(total=end, initial=step, disable=not (cfg.progress and main), desc=out.name, leave=False)
     for batch in batches(ds, sampler, tok, cfg):
         if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
         lr = opt.param_groups[0]['lr']
-        terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
-        if not math.isfinite(terms['loss']): raise FloatingPointError(f"loss became {terms['loss']} at step {step}")
+        try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
+        except NonFiniteLossError as e:
+            bar.close()
+            raise NonFiniteLossError(_nonfinite_message(e, step + 1, batch['index'], last_ckpt), e.terms) from None
         step += 1; bar.update(1)
         if step % cfg.log_every == 0 or step == end:
             dt = time.perf_counter() - t0
             last = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **terms,
-                        logit_scale=float(_unwrap_module(net).logit_scale.detach().exp()), samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
+                        logit_scale=float(unwrap_module(net).logit_scale.detach().exp()),
+                        samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
             thr = loss_fn.threshold
             if thr is not None: last.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
             if main:
@@ -416,7 +569,17 @@ def fit(cfg:TrainConfig, # what to train, on what, how
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
             t0, n0 = time.perf_counter(), step
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
-            if main: save_checkpoint(ckpt_path, net, opt, sched, scaler, loss_fn, step, cfg, types)
+            if main:
+                try:  # a fresh run's first checkpoint keeps nothing an earlier run left in the folder
+                    save_checkpoint(ckpt_path, net, opt, sched, scaler, loss_fn, step, cfg, types,
+                                    keep_previous=last_ckpt is not None)
+                except OSError as e:
+                    bar.close()
+                    msg = (f"could not write checkpoint {str(ckpt_path)!r} at step {step} ({e.strerror or e}); "
+                           + (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is intact"
+                              if last_ckpt else "no checkpoint was written before"))
+                    raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+                last_ckpt = (ckpt_path, step)
             if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
     bar.close()
     res = dict(last, out=str(out), checkpoint=str(ckpt_path), step=step, total=total, types=types, bundle=bundle)
@@ -425,6 +588,14 @@ def fit(cfg:TrainConfig, # what to train, on what, how
         if world > 1: torch.distributed.barrier()
         res['model_path'] = str(out/'model.pt')
     return res
+
+def _nonfinite_message(e, step, index, last_ckpt):
+    "The diagnostic of a non-finite loss: terms, step, the batch's caption indices, the checkpoint kept."
+    idx = [int(i) for i in index]
+    shown = str(idx) if len(idx) <= 64 else str(idx[:64])[:-1] + f', ... ({len(idx)} in all)]'
+    kept = (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is kept" if last_ckpt
+            else "no checkpoint was written yet")
+    return f"{e} at step {step}; batch caption indices {shown}; {kept}"
 
 def _truncate_metrics(path, step):
     if not Path(path).exists(): return
@@ -457,7 +628,7 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
                negatives_path:str=None, # negatives cache from hnvl_negatives
                device:str=None, # cuda | cpu
                seed:int=None, # seed
-               resume:bool=False, # continue OUT/checkpoint.pt
+               resume:bool=False, # continue OUT/checkpoint.pt (checkpoint.prev.pt if that one is unusable)
                set:str=None, # other fields, "key=value,key=value"
               ):
     "Train a CLIP with (or without) hard negatives; prints the final metrics as JSON."
@@ -477,6 +648,5 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
     return res
 
 def _cli():
-    "The `hnvl_train` console script (settings.ini): exit status 0, the result is for Python callers."
-    from hnvl.core import console_entry
+    "The `hnvl_train` console script (settings.ini): exit 0; a mistake or a fault: one line, exit 2 (`console_entry`)."
     console_entry(hnvl_train)

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.lines import Line2D
 
 from .core import check_tensor, atomic_write
-from .losses import _own_sims
+from .losses import own_similarities
 
 NEG_TYPES = ["relation", "adjective", "noun", "verb"]  # the CE-CLIP recipe's negative types, in order
 COLORS = ["#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9"]  # seaborn "colorblind"
@@ -263,7 +263,7 @@ def pair_similarities(img:torch.Tensor, # (N, D) L2-normalised image features
     check_tensor(img, 'img', (None, None)); D = img.shape[1]; N = img.shape[0]
     check_tensor(txt, 'txt', (N, D)); check_tensor(neg, 'neg', (N, None, D))
     with torch.no_grad():
-        pos, own = _own_sims(img, txt, neg, logit_scale)   # the same scores the CMR loss uses
+        pos, own = own_similarities(img, txt, neg, logit_scale)   # the same scores the CMR loss uses
     return pos.float(), own.float()
 
 def _as_tensor(x, name):

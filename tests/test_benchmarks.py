@@ -8,10 +8,11 @@ import torch
 from PIL import Image
 
 from hnvl import benchmarks as B
+from hnvl.core import benchmarks_root
 from hnvl.benchmarks import Item, Benchmark, load, score, from_task
 
-ANN = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2]/'shared'/'benchmarks'))
-need_ann = pytest.mark.skipif(not ANN.exists(), reason=f"real annotation files not found at {ANN} (set HNVL_BENCH_ANN)")
+ANN = benchmarks_root()
+need_ann = pytest.mark.skipif(not ANN.exists(), reason=f"real annotation files not found at {ANN} (set HNVL_BENCHMARKS)")
 
 # published per-file counts (SugarCrepe paper / repo, VALSE PROVENANCE table)
 SC_COUNTS = {'add_att': 692, 'add_obj': 2062, 'replace_att': 788, 'replace_obj': 1652, 'replace_rel': 1406, 'swap_att': 666, 'swap_obj': 245}

@@ -1,7 +1,7 @@
 """hnvl.demo: `hnvl_demo --quick` completes and writes well-formed metrics, report and plots; the default profile shows the relation-swap gain.
 
 This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE; ~4.5 min on 2 cores) and the default profile
-with `clip_ft` and `ce_clip` only, reusing the quick profile's pretraining (~3 min).
+with `clip_ft` and `ce_clip` only, reusing the quick profile's pretraining (~4 min).
 """
 import json, math, os, subprocess, sys
 from pathlib import Path
@@ -10,14 +10,11 @@ import pytest
 
 from hnvl.demo import DemoConfig, QUICK, report
 
-# The issue's target: the full method lifts relation swap by >= 25 points over the pretrained CLIP (`clip`), and
-# the quick profile "still shows the gain". MEASURED (2026-11-28, 2 CPU cores, default `relations` world):
-# - default profile: see the constants below and the Status section of nbs/09_demo.ipynb;
-# - quick profile (the default's 2,000 pretraining steps, then 1,000 fine-tuning steps at batch 64, two fine-tunes
-#   at a time): clip 53.3, itc_hn 83.0, ce_clip 74.3 -> +21.0 (300 items per task; 4 min 39 s wall in a fresh cache).
-#   Relations are learned only after ~2,000 pretraining steps at batch 256; the 700-step quick profile of earlier
-#   versions gave -0.4. The threshold leaves room for the test noise of 300 items (~2.5 points std).
-MIN_RELATION_GAIN = 15.0
+# The quick profile's verdict. `experiments/quick_robustness.py` perturbs the run as another machine's rounding would
+# (3 pretrainings x {2 fine-tuning seeds, 1 thread instead of 2, weights nudged by one ulp}): ce_clip - clip on
+# relation swap was +32.2 to +35.8 over the 12 runs (2 CPU cores, 2026-12-01), so 20 leaves 12 points of margin.
+# The earlier 1,000-step schedule gave +14.0 to +25.7 under the same perturbations (Status section of 09_demo).
+MIN_RELATION_GAIN = 20.0
 
 TASKS = {'relation_swap', 'attribute_swap', 'order', 'replace_att', 'replace_obj', 'replace_rel', 'retrieval_i2t_r1', 'retrieval_t2i_r1'}
 
@@ -39,7 +36,7 @@ def quick_run(tmp_path_factory):
 def test_quick_metrics_well_formed(quick_run):
     out, _ = quick_run
     m = json.load(open(out/'metrics.json'))
-    assert set(m) >= {'clip', 'itc_hn', 'ce_clip'}
+    assert set(m) >= {'clip', 'ce_clip'}
     for c, tasks in m.items():
         assert TASKS <= set(tasks), (c, sorted(tasks))
         for t, v in tasks.items(): assert isinstance(v, float) and 0 <= v <= 100 and math.isfinite(v), (c, t, v)
@@ -58,22 +55,22 @@ def test_quick_report_and_plots(quick_run):
         assert (out/f).stat().st_size > 1000, f
     runs = json.load(open(out/'runs.json'))
     assert runs['timings']['total_s'] > 0
-    for c in ('itc_hn', 'ce_clip'):
+    for c in ('ce_clip',):
         rows = [json.loads(l) for l in open(out/'runs'/c/'seed0'/'metrics.jsonl')]
         assert rows[-1]['step'] == QUICK['finetune_steps']
 
 def test_second_run_uses_cached_pretraining(quick_run, tmp_path):
     out, _ = quick_run
-    p = _cli(tmp_path, '--out', str(tmp_path/'o2'), '--quick', '--no_progress', '--device', 'cpu', '--configs', 'itc_hn',
+    p = _cli(tmp_path, '--out', str(tmp_path/'o2'), '--quick', '--no_progress', '--device', 'cpu', '--configs', 'ce_clip',
              cache=Path(out).parent/'cache')
     assert p.returncode == 0, p.stderr[-3000:]
     assert 'pretrained CLIP: cached' in p.stdout
     m1, m2 = json.load(open(out/'metrics.json')), json.load(open(tmp_path/'o2'/'metrics.json'))
     assert m1['clip'] == m2['clip']  # same pretrained weights, same tasks
-    assert m1['itc_hn'] == m2['itc_hn']  # fine-tuning is deterministic on the CPU
+    assert m1['ce_clip'] == m2['ce_clip']  # fine-tuning is deterministic on the CPU
 
 # The default profile (2,000 pretraining steps, 600 fine-tuning steps at batch 256) with the method and its control only.
-MIN_DEFAULT_GAIN = 25.0      # ce_clip - clip, the issue's target
+MIN_DEFAULT_GAIN = 25.0      # ce_clip - clip (measured +29.5, 3 seeds; +29.1 on another 2-core machine)
 MIN_OVER_CONTROL = 8.0       # ce_clip - clip_ft: the gain must come from the hard negatives, not from more training
 
 @pytest.fixture(scope='module')

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
+from hnvl.core import benchmarks_root
 from hnvl.negatives import (GENERATORS, RECIPES, Negatives, analyze_lexicon, article_for, hnvl_negatives, import_reference_negatives,
                             load_negatives, make_negatives, save_negatives, MaskFiller, edit_ok)
 
@@ -18,7 +19,7 @@ CAPS = [c if i < 10 else c.replace('A ', 'The ', 1) + (' today' if i >= 20 else 
 
 
 def _corpus():
-    root = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2]/'shared'/'benchmarks'))/'sugarcrepe'
+    root = benchmarks_root()/'sugarcrepe'
     if not root.exists(): return CAPS
     return [v['caption'] for f in sorted(root.glob('*.json')) for v in json.load(open(f)).values()][:600]
 

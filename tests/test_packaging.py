@@ -1,7 +1,14 @@
-"""Packaging: build the wheel from a copy of the repository, install it into a fresh virtual environment (reusing the
-installed torch/open_clip through --system-site-packages) and run code from a directory outside the repository:
-the README's library example, and a check that the packaged model config (package data) ships and works."""
-import configparser, os, re, shutil, subprocess, sys, zipfile
+"""Packaging: build the wheel from a copy of the repository, install it into a fresh virtual environment and run code
+from a directory outside the repository: the README's library example, and a check that the packaged model config
+(package data) ships and works.
+
+The fresh environment reuses the dependencies (torch, open_clip, ...) of the interpreter running the tests, whatever
+that interpreter is (system Python, pyenv, conda, or a virtual environment): it is created *without*
+--system-site-packages (which would reach the base interpreter's site-packages, not the active environment's), and a
+`.pth` file in its own site-packages lists the running interpreter's site directories, after its own. Neither the
+checkout, the working directory nor PYTHONPATH is listed, and `.pth` files inside the listed directories are not
+processed, so an editable install of hnvl in the running environment does not leak into the fresh one."""
+import configparser, json, os, re, shutil, subprocess, sys, zipfile
 from pathlib import Path
 
 import pytest
@@ -46,11 +53,93 @@ def installed(tmp_path_factory):
     wheels = list(dist.glob("hnvl-*.whl"))
     assert len(wheels) == 1, wheels
     venv = root / "venv"
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], cwd=root)
+    _run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=root)
     py = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    # install the wheel before the host's site dirs become visible, so pip sees an empty environment
     _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", wheels[0]], cwd=root)
     run = root / "elsewhere"; run.mkdir()
+    own = json.loads(_run([py, "-c", _PROBE_PATHS], cwd=run).stdout)
+    assert own["sitepackages"], own
+    dirs = [d for d in host_site_dirs() if d not in own["path"]]
+    assert dirs, "the running interpreter has no site directories to reuse"
+    (Path(own["sitepackages"][0]) / "_hnvl_packaging_check_host.pth").write_text("".join(f"{d}\n" for d in dirs), encoding="utf-8")
     return wheels[0], py, run, readme
+
+
+_PROBE_PATHS = ("import json, os, site, sys\n"
+                "print(json.dumps({'path': [os.path.realpath(p) for p in sys.path if p],\n"
+                "                  'sitepackages': getattr(site, 'getsitepackages', lambda: [])()}))")
+
+
+def host_site_dirs():
+    """The running interpreter's site directories, in sys.path order, as real paths: its site-packages (system, pyenv,
+    conda, or a virtual environment and, through --system-site-packages, its base), the user site if enabled, and what
+    `.pth` files added; never the checkout, the working directory or a PYTHONPATH entry."""
+    import site
+    def real(p): return os.path.realpath(p)
+    # what the interpreter has without site and PYTHONPATH (the standard library) is the clean environment's too
+    bare = subprocess.run([sys.executable, "-I", "-S", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                          capture_output=True, text=True, check=True).stdout
+    skip = {real(p) for p in json.loads(bare) if p}
+    skip |= {real(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p} | {real(os.getcwd())}
+    found = list(sys.path) + list(getattr(site, "getsitepackages", lambda: [])())
+    if site.ENABLE_USER_SITE: found.append(site.getusersitepackages())
+    out = []
+    for p in found:
+        if not p or not os.path.isdir(p): continue
+        d = real(p)
+        if d in out or d in skip or Path(d).is_relative_to(REPO.resolve()): continue
+        out.append(d)
+    return out
+
+
+def _requirement_names(key):
+    cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
+    return [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in cfg["DEFAULT"][key].split()]
+
+
+def test_host_site_dirs_exclude_checkout_and_pythonpath(monkeypatch, tmp_path):
+    "The directories handed to the clean environment leave out the checkout, the working directory and PYTHONPATH."
+    extra = tmp_path / "on_pythonpath"; extra.mkdir()
+    monkeypatch.setenv("PYTHONPATH", str(extra))
+    monkeypatch.setattr(sys, "path", [str(REPO), str(REPO / "tests"), str(extra), ""] + sys.path)
+    dirs = host_site_dirs()
+    assert dirs and all(os.path.isabs(d) and os.path.isdir(d) for d in dirs), dirs
+    assert not any(Path(d).is_relative_to(REPO.resolve()) for d in dirs), dirs
+    assert os.path.realpath(extra) not in dirs and os.path.realpath(os.getcwd()) not in dirs
+    import sysconfig
+    assert os.path.realpath(sysconfig.get_path("stdlib")) not in dirs, dirs
+    import torch
+    assert any(Path(os.path.realpath(torch.__file__)).is_relative_to(d) for d in dirs), (torch.__file__, dirs)
+
+
+def test_clean_venv_sees_dependencies_not_checkout(installed):
+    "The fresh environment has no --system-site-packages, sees every runtime requirement, and nothing of the checkout."
+    _, py, run, _ = installed
+    venv = py.parent.parent
+    cfg = (venv / "pyvenv.cfg").read_text(encoding="utf-8")
+    assert re.search(r"^include-system-site-packages\s*=\s*false\s*$", cfg, flags=re.M), cfg
+    names = _requirement_names("requirements")
+    assert {"torch", "open_clip_torch", "fastcore"} <= set(names), names
+    modules = ["torch", "torchvision", "open_clip", "fastcore", "numpy", "PIL", "tqdm", "matplotlib", "seaborn", "safetensors"]
+    code = ("import importlib, importlib.metadata as md, json, os, sys\n"
+            f"names, modules = {names!r}, {modules!r}\n"
+            "missing, broken = [], []\n"
+            "for n in names:\n"
+            "    try: md.version(n)\n"
+            "    except md.PackageNotFoundError: missing.append(n)\n"
+            "for m in modules:\n"
+            "    try: importlib.import_module(m)\n"
+            "    except ImportError as e: broken.append(f'{m}: {e}')\n"
+            "import hnvl\n"
+            "print(json.dumps({'missing': missing, 'broken': broken, 'path': [os.path.realpath(p) for p in sys.path if p],\n"
+            "                  'hnvl': os.path.realpath(hnvl.__file__), 'hnvl_dist': str(md.distribution('hnvl').locate_file(''))}))\n")
+    got = json.loads(_run([py, "-c", code], cwd=run).stdout.strip().splitlines()[-1])
+    assert not got["missing"], f"requirements not visible in the clean environment: {got['missing']}"
+    assert not got["broken"], f"dependencies that do not import in the clean environment: {got['broken']}"
+    assert Path(got["hnvl"]).is_relative_to(venv.resolve()) and not Path(got["hnvl"]).is_relative_to(REPO), got["hnvl"]
+    assert Path(got["hnvl_dist"]).resolve().is_relative_to(venv.resolve()), got["hnvl_dist"]
+    assert not [p for p in got["path"] if Path(p).is_relative_to(REPO.resolve())], got["path"]
 
 
 def test_wheel_ships_modules_and_package_data(installed):
@@ -103,7 +192,6 @@ def test_console_scripts_exit_zero(installed):
         help_ = _run([bindir / n, "--help"], cwd=run).stdout
         assert "usage:" in help_ and own_option[n] in help_, (n, help_[:300])  # the help of the function the script runs
     r = _run([bindir / "hnvl_train", "--preset", "tiny", "--out", run / "tiny", "--steps", "2", "--set", "progress=false"], cwd=run)
-    import json
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert last["step"] == 2 and (run / "tiny" / "model.pt").exists(), last
     assert r.stderr.count("'checkpoint'") == 0, "the result dict was printed by sys.exit"

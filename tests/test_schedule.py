@@ -1,4 +1,5 @@
-"Tests of hnvl.schedule: the adaptive threshold rule (SPEC §4), clamp, reset, EMA, max rule, state round trip."
+"""Tests of hnvl.schedule against loop versions: the paper's adaptive-threshold rule, clamp, reset, EMA, max rule,
+state round trip. The error messages are checked in nbs/03_schedule.ipynb."""
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ def stream(n, k, seed, p_valid=0.7):
 
 
 def bf_mean_rule(pos, neg, mask, prev, ub):
-    "Loop version of SPEC §4: clamp(mean_i pos_i - mean_{i: m_ik} neg_ik, 0, ub); no valid entry keeps prev."
+    "Loop version of the adaptive threshold: clamp(mean_i pos_i - mean_{i: m_ik} neg_ik, 0, ub); no valid entry: prev."
     n, k = neg.shape
     pm = sum(pos.tolist()) / n
     out = []
@@ -127,7 +128,6 @@ def test_state_round_trip(tmp_path):
     assert (back.steps, back.epochs) == (3, 1)
     nxt = stream(5, 3, 99)
     assert torch.equal(back.update(*nxt), th.update(*nxt))
-    with pytest.raises(ValueError, match=r'shape \(2,\)'): AdaptiveThreshold(2).load_state_dict(th.state_dict())
 
 
 def test_fixed_threshold():
@@ -140,21 +140,3 @@ def test_fixed_threshold():
     assert torch.equal(g.value, f.value) and g.history == f.history
     assert FixedThreshold(4., k=2).value.tolist() == [4., 4.]
     with pytest.raises(ValueError, match='neg_sim must have shape'): f.update(pos, neg[:, :2], mask)
-
-
-@pytest.mark.parametrize('kw,msg', [
-    (dict(k=0), 'k must be'), (dict(k=2.0), 'k must be'), (dict(k=2, rule='median'), 'rule must be'),
-    (dict(k=2, ema=1.0), 'ema must be'), (dict(k=2, ema=-0.1), 'ema must be'), (dict(k=2, upper_bound=-1), 'upper_bound must be')])
-def test_bad_arguments(kw, msg):
-    with pytest.raises(ValueError, match=msg): AdaptiveThreshold(**kw)
-
-
-def test_bad_inputs():
-    th = AdaptiveThreshold(2)
-    pos, neg, mask = stream(4, 2, 0)
-    with pytest.raises(ValueError, match=r'neg_sim must have shape \(4, 2\), got \(3, 2\)'): th.update(pos, neg[:3], mask)
-    with pytest.raises(ValueError, match=r'neg_mask must have shape \(4, 2\), got \(4, 1\)'): th.update(pos, neg, mask[:, :1])
-    with pytest.raises(ValueError, match='neg_mask must be a bool'): th.update(pos, neg, mask.int())
-    with pytest.raises(ValueError, match='pos_sim contains non-finite'): th.update(pos * float('nan'), neg, mask)
-    with pytest.raises(ValueError, match=r'pos_sim must have shape \(\*,\), got \(4, 1\)'): th.update(pos[:, None], neg, mask)
-    with pytest.raises(ValueError, match=r'neg_sim must have shape \(4, 2\), got \(4, 3\)'): th.update(pos, torch.zeros(4, 3), torch.ones(4, 3, dtype=torch.bool))

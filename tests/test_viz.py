@@ -62,8 +62,6 @@ def test_ablation_plain_numbers_and_subset(tmp_path):
     ax = fig.axes[0]
     assert [b.get_height() for b in ax.patches] == [80.0, 30.0]
     assert not [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]   # no std → no error bars
-    with pytest.raises(ValueError, match="not in metrics"):
-        viz.plot_ablation(metrics, configs=["negclip"])
 
 
 def test_losses_golden_from_jsonl(tmp_path):
@@ -149,16 +147,12 @@ def test_separation_from_features():
     fig = viz.plot_separation(pos_s, neg_s, types=["a", "b", "c"])
     assert [a.get_title() for a in fig.axes] == ["a", "b", "c"]
     # the scores are the CMR loss's own similarities, detached and float32 whatever the inputs
-    from hnvl.losses import _own_sims
-    ref_pos, ref_neg = _own_sims(img, txt, neg, 100.0)
+    from hnvl.losses import own_similarities
+    ref_pos, ref_neg = own_similarities(img, txt, neg, 100.0)
     torch.testing.assert_close(pos_s, ref_pos); torch.testing.assert_close(neg_s, ref_neg)
     p2, n2 = viz.pair_similarities(img.double().requires_grad_(), txt.double(), neg.double(), logit_scale=100.0)
     assert p2.dtype == n2.dtype == torch.float32 and not p2.requires_grad and not n2.requires_grad
     assert n2.shape == (6, 3)
-    with pytest.raises(ValueError, match="types must name the 3 negative types, got 1"):
-        viz.plot_separation(pos_s, neg_s, types=["a"])
-    with pytest.raises(ValueError, match="types must name the 3 negative types, got 2"):
-        viz.plot_embeddings_2d(img, txt, neg, types=["a", "b"])
 
 
 def test_neg_types_is_the_ceclip_recipe():
@@ -195,16 +189,8 @@ def test_embeddings_2d_golden(tmp_path):
     np.testing.assert_allclose(np.abs(end), np.abs(proj[6]), atol=1e-4)
 
 
-def test_no_pyplot_state_and_bad_inputs():
+def test_no_pyplot_state():
     import matplotlib.pyplot as plt
     before = set(plt.get_fignums())
     viz.plot_thresholds(torch.zeros(3, 4)); viz.plot_ablation({"a": {"t": 0.5}})
     assert set(plt.get_fignums()) == before     # figures are never registered with pyplot (no leaks in long runs)
-    with pytest.raises(ValueError, match="neg_sims must have shape"):
-        viz.plot_separation(torch.zeros(5), torch.zeros(4, 4))
-    with pytest.raises(ValueError, match="history must be"):
-        viz.plot_thresholds(3.0)
-    with pytest.raises(ValueError, match="metrics must be a non-empty dict"):
-        viz.plot_ablation([])
-    with pytest.raises(ValueError, match="txt_feats must have shape"):
-        viz.plot_embeddings_2d(torch.zeros(3, 4), torch.zeros(3, 5))

@@ -2,7 +2,7 @@
 
 Paper shapes (N=256, K=4, D=512) on the CPU: forward + backward of `itc_loss` vs `HardNegativeLoss()` (ITC + IMC +
 CMR + threshold update), timed interleaved in one run (warm-up, then the median of the repeats).
-The last line printed is the ratio full / itc.   Usage: python benchmarks/bench_losses.py [--repeats 25] [--threads 1]
+The last line printed is the ratio full / itc.   Usage: python bench/bench_losses.py [--repeats 25] [--threads 1]
 """
 import argparse, statistics, sys, time
 from pathlib import Path

@@ -2,14 +2,14 @@
 Backends: lexicon (target >= 20,000 captions/s; also reported on the distinct captions, since make_negatives analyses a
 repeated caption once and SugarCrepe repeats many), spacy (nlp.pipe, parser/NER disabled), mlm with a trivial injected
 fill-mask callable (measures the pipeline around the model, not a model). Last line: lexicon rate vs target."""
-import glob, json, os, sys, time
+import glob, json, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from hnvl.core import benchmarks_root
 from hnvl.negatives import make_negatives
 
-ROOT = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2] / 'shared' / 'benchmarks'))
-if not ROOT.exists(): ROOT = Path('/work/shared/benchmarks')
+ROOT = benchmarks_root()
 caps = [v['caption'] for f in sorted(glob.glob(str(ROOT / 'sugarcrepe' / '*.json'))) for v in json.load(open(f)).values()]
 TARGET = 20_000
 

@@ -6,14 +6,15 @@ import argparse, glob, json, os, random, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from hnvl.core import benchmarks_root
 from hnvl.negatives import GENERATORS, RECIPES, make_negatives, edit_ok, detectability, lexicon_coverage
 
 p = argparse.ArgumentParser()
-p.add_argument('--root', default=None); p.add_argument('--max_pairs', type=int, default=1500)
+p.add_argument('--root', default=None, help='benchmark annotations (default: hnvl.core.benchmarks_root())')
+p.add_argument('--max_pairs', type=int, default=1500)
 p.add_argument('--backends', default='lexicon,spacy'); p.add_argument('--examples', default=None, help='markdown file for the examples')
 args = p.parse_args()
-root = Path(args.root or Path(__file__).resolve().parents[2] / 'shared' / 'benchmarks')
-if not root.exists(): root = Path('/work/shared/benchmarks')
+root = Path(args.root) if args.root else benchmarks_root()
 sc_items = {Path(f).stem: list(json.load(open(f)).values()) for f in sorted(glob.glob(str(root / 'sugarcrepe' / '*.json')))}
 sc = [v['caption'] for items in sc_items.values() for v in items]
 va = list(dict.fromkeys(v['caption'] for f in sorted(glob.glob(str(root / 'valse' / '*.json'))) for v in json.load(open(f)).values()

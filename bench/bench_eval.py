@@ -1,11 +1,11 @@
 """Items scored per second on SugarCrepe-shaped work (7,511 items over 1,560 images) with the tiny model on CPU:
 hnvl's scorer with its image cache (each distinct image encoded once) vs encoding the image of every item.
 
-Uses the real SugarCrepe annotations when ../shared/benchmarks is present (else a synthetic set with the same
+Uses the real SugarCrepe annotations when `hnvl.core.benchmarks_root()` holds them (else a synthetic set with the same
 items-per-image ratio), placeholder JPEGs under a temporary folder, 1 CPU thread. `--scale 0.1` runs a
 same-ratio tenth. Both runs use the same scorer, batch size and text handling; only the image keys differ.
 The last line is the ratio asked for: items/s with the cache over items/s encoding per item."""
-import argparse, dataclasses, os, sys, tempfile, time
+import argparse, dataclasses, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from hnvl import benchmarks as B
+from hnvl.core import benchmarks_root
 from hnvl.model import create_model
 
 
@@ -24,7 +25,7 @@ class PerItemImages(B.FolderImages):
 
 
 def sugarcrepe_shaped(scale, root):
-    ann = Path(os.environ.get('HNVL_BENCH_ANN', Path(__file__).resolve().parents[2]/'shared'/'benchmarks'))
+    ann = benchmarks_root()
     if ann.exists():
         b = B.load('sugarcrepe', ann, root)
         imgs = list(dict.fromkeys(it.images[0] for it in b.items))

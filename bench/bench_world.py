@@ -1,6 +1,6 @@
 """Shapes-world speed: scenes sampled and rendered per second, and the batch fast path vs the per-sample collate.
 
-Run: `python benchmarks/bench_world.py [--n 4000]` (printed figures; no pass/fail — these machines are noisy).
+Run: `python bench/bench_world.py [--n 4000]` (printed figures; no pass/fail — these machines are noisy).
 """
 import argparse, sys, time
 from pathlib import Path

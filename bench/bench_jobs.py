@@ -4,7 +4,7 @@ For the tiny CLIP most operations are too small to keep two threads busy, so two
 in its own process with one thread, get through more steps per second than one process with both threads.
 Each case times `--steps` training steps (after 3 warm-up steps) of the same model and batch, on the same machine,
 in one run; the ratio is (2 x steps / wall of the two concurrent processes) / (steps / wall of the two-thread process).
-Usage: python benchmarks/bench_jobs.py [--steps 30] [--batches 64,256] [--losses clip_ft,ce_clip]
+Usage: python bench/bench_jobs.py [--steps 30] [--batches 64,256] [--losses clip_ft,ce_clip]
 The last lines are the throughput ratios (> 1: running two at a time is faster).
 """
 import argparse, os, subprocess, sys, time
