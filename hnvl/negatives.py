@@ -4,24 +4,21 @@
 
 # %% ../nbs/01_negatives.ipynb #d53ed25a
 from __future__ import annotations
-import copy, functools, gzip, json, random, re, zlib
+import copy, functools, json, random, re, zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from fastcore.script import call_parse, store_true
 
-from .core import asset_path, atomic_write, load_json, progress_bar
+from .core import asset_path
 
 # %% auto #0
-__all__ = ['GENERATORS', 'RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Lexicon', 'Analysis', 'analyze_lexicon', 'lexicon_coverage',
-           'article_for', 'ListFiller', 'MaskFiller', 'gen_relation', 'gen_relation_ref', 'gen_adjective', 'gen_noun',
-           'gen_verb', 'gen_swap_np', 'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj',
-           'gen_replace_rel', 'gen_replace_act', 'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs',
-           'gen_shuffle_within_trigrams', 'gen_shuffle_trigrams', 'Negatives', 'SplitMixRandom', 'make_negatives',
-           'analyze', 'analyze_spacy', 'save_negatives', 'load_negatives', 'import_reference_negatives',
-           'read_captions', 'hnvl_negatives', 'edit_ok', 'detectability']
+__all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'lexicon_coverage', 'article_for', 'ListFiller',
+           'MaskFiller', 'gen_relation', 'gen_relation_ref', 'gen_adjective', 'gen_noun', 'gen_verb', 'gen_swap_np',
+           'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj', 'gen_replace_rel', 'gen_replace_act',
+           'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs', 'gen_shuffle_within_trigrams',
+           'gen_shuffle_trigrams', 'Negatives', 'SplitMixRandom', 'make_negatives', 'analyze', 'analyze_spacy']
 
 # %% ../nbs/01_negatives.ipynb #2c974592
 class Lexicon:
@@ -761,170 +758,16 @@ def analyze_spacy(captions:Sequence[str], # captions
     nlp, lex = _spacy_nlp(model), lexicon or _default_lexicon()
     return [_from_doc(d, lex) for d in nlp.pipe(captions, batch_size=batch_size)]
 
-# %% ../nbs/01_negatives.ipynb #c4370a0c
-FORMAT, FORMAT_VERSION = 'hnvl-negatives', 1
+# %% ../nbs/01_negatives.ipynb #60b05a95
+_MOVED = {**dict.fromkeys(('FORMAT', 'FORMAT_VERSION', 'save_negatives', 'load_negatives', 'import_reference_negatives',
+                           'read_captions', 'hnvl_negatives', '_cli'), 'hnvl.negatives_io'),
+          **dict.fromkeys(('edit_ok', 'detectability'), 'hnvl.audit')}
 
-def save_negatives(path, # destination (conventionally `*.jsonl.gz`)
-                   captions:Sequence[str], # the N captions
-                   negs:Negatives, # their negatives
-                   **meta, # recorded in the header (recipe, backend, seed, source, ...)
-                  ) -> Path:
-    "Write captions and negatives to a versioned gzip JSON-lines cache (atomic)."
-    captions = _check_captions(captions)
-    if len(captions) != len(negs): raise ValueError(f"captions has {len(captions)} items but negs has {len(negs)}")
-    empty = np.array([[s == '' for s in row] for row in negs.negatives], dtype=bool).reshape(negs.mask.shape)
-    if (empty == negs.mask).any(): raise ValueError("negs.mask must be True exactly where the negative string is non-empty")
-    from hnvl import __version__
-    head = dict(format=FORMAT, format_version=FORMAT_VERSION, types=negs.types, n=len(captions), hnvl_version=__version__, **meta)
-    def write(tmp):
-        with gzip.open(tmp, 'wt', encoding='utf-8', compresslevel=6) as f:
-            f.write(json.dumps(head, ensure_ascii=False) + '\n')
-            for c, row in zip(captions, negs.negatives): f.write(json.dumps([c, *row], ensure_ascii=False) + '\n')
-    return atomic_write(path, write)
+def __getattr__(name):
+    "Forward a name that moved out of `hnvl.negatives` to its new module (imported on first use)."
+    if name in _MOVED:
+        import importlib
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module 'hnvl.negatives' has no attribute {name!r}")
 
-def load_negatives(path, # a cache written by `save_negatives`
-                   recipe:str|None=None, # if given, the recipe the cache must have been built with (else a `ValueError`)
-                  ) -> tuple:
-    "Read a negatives cache: returns (captions, Negatives, meta); warns if another hnvl version wrote it."
-    with gzip.open(path, 'rt', encoding='utf-8') as f:
-        try: head = json.loads(f.readline())
-        except (json.JSONDecodeError, UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
-            raise ValueError(f"{path} is not an hnvl negatives cache ({e})") from e
-        if not isinstance(head, dict) or head.get('format') != FORMAT: raise ValueError(f"{path} is not an hnvl negatives cache (header {str(head)[:80]})")
-        if head.get('format_version', 0) > FORMAT_VERSION:
-            raise ValueError(f"{path} has format_version {head['format_version']}; this hnvl reads <= {FORMAT_VERSION}: upgrade hnvl")
-        if recipe is not None and head.get('recipe') != recipe:
-            raise ValueError(f"{path} was built with recipe {head.get('recipe')!r}, expected {recipe!r}: rebuild it with hnvl_negatives --recipe {recipe}")
-        rows = []
-        try:
-            for n, l in enumerate(f, 2):
-                if l.strip(): rows.append(json.loads(l))
-        except json.JSONDecodeError as e: raise ValueError(f"{path}: line {n} column {e.colno}: {e.msg}") from None
-        except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e: raise ValueError(f"{path} is truncated or corrupt ({e})") from None
-    from hnvl import __version__
-    if head.get('hnvl_version') not in (None, __version__):
-        import warnings
-        warnings.warn(f"{path} was written by hnvl {head['hnvl_version']}, this is hnvl {__version__}: its negatives may differ "
-                      "from a fresh hnvl_negatives run", stacklevel=2)
-    k = len(head['types'])
-    if len(rows) != head['n'] or any(len(r) != k + 1 for r in rows): raise ValueError(f"{path} is truncated or corrupt: expected {head['n']} rows of {k + 1}")
-    negs = [r[1:] for r in rows]
-    mask = np.array([[s != '' for s in r] for r in negs], dtype=bool).reshape(len(rows), k)
-    meta = {x: v for x, v in head.items() if x not in ('format', 'types', 'n')}
-    return [r[0] for r in rows], Negatives(head['types'], negs, mask), meta
-
-# %% ../nbs/01_negatives.ipynb #0636996a
-_REF_KEYS = ('relation_aug_caption', 'adj_aug_caption', 'noun_aug_caption', 'verb_aug_caption')
-
-def import_reference_negatives(path, # the reference repo's .npy file (a pickled list of dicts)
-                               trust:bool=False, # set True only for files from a source you trust: this unpickles
-                              ) -> tuple:
-    "Read CE-CLIP's pickled `.npy` negatives into (captions, Negatives); refuses unless `trust=True`."
-    if not trust:
-        raise PermissionError(f"refusing to unpickle {path}: pickled .npy files can run arbitrary code. "
-                              "Pass trust=True (CLI: --trust_pickle) only for files from a source you trust.")
-    items = np.load(path, allow_pickle=True)
-    items = items.tolist() if hasattr(items, 'tolist') else list(items)
-    caps, negs, mask = [], [], []
-    for i, it in enumerate(items):
-        if not isinstance(it, dict) or 'caption' not in it: raise ValueError(f"{path}: item {i} is not a dict with a 'caption'")
-        c = str(it['caption']); valid = list(it.get('valid_caption', [1] * 4))
-        if len(valid) == 5: valid = valid[1:]
-        row, m = [], []
-        for k, key in enumerate(_REF_KEYS):
-            s = str(it.get(key, '') or '')
-            ok = bool(valid[k]) if k < len(valid) else True
-            ok = ok and s.strip() not in ('', '###') and '<mask>' not in s and _norm(s) != _norm(c)
-            row.append(s if ok else ''); m.append(ok)
-        caps.append(c); negs.append(row); mask.append(m)
-    return caps, Negatives(list(RECIPES['ceclip']), negs, np.array(mask, dtype=bool).reshape(len(caps), 4))
-
-# %% ../nbs/01_negatives.ipynb #8a5760e5
-def read_captions(src, # COCO captions JSON, or a text file with one caption per line
-                 ) -> tuple:
-    "Captions and metadata (annotation/image ids for COCO files) from `src`."
-    src = Path(src)
-    if src.suffix.lower() == '.json':
-        d = load_json(src)  # a syntax error names the file, line and column
-        anns = d['annotations'] if isinstance(d, dict) and 'annotations' in d else None
-        if anns is None: raise ValueError(f"{src} is not a COCO captions file (no 'annotations' list)")
-        for i, a in enumerate(anns):
-            c = a.get('caption') if isinstance(a, dict) else None
-            if not isinstance(c, str) or not c.strip():
-                what = "has no 'caption' key" if not isinstance(a, dict) or 'caption' not in a else f"has an empty caption ({c!r})"
-                raise ValueError(f"{src}: annotation #{i} (id {a.get('id') if isinstance(a, dict) else None}) {what}")
-        return [a['caption'] for a in anns], dict(ann_ids=[a.get('id') for a in anns], image_ids=[a.get('image_id') for a in anns])
-    lines = src.read_text(encoding='utf-8').splitlines()
-    return [l.strip() for l in lines if l.strip()], {}
-
-@call_parse
-def hnvl_negatives(src:str, # COCO captions JSON, a text file (one caption per line), or a reference .npy (needs --trust_pickle)
-                   out:str, # output cache, e.g. negatives.jsonl.gz
-                   recipe:str='ceclip', # ceclip | negclip | replace | order, or comma-separated generator names
-                   backend:str='lexicon', # lexicon | spacy | mlm
-                   seed:int=0, # random seed
-                   spacy_model:str='en_core_web_sm', # spaCy model for --backend spacy
-                   mlm_model:str='distilroberta-base', # fill-mask model for --backend mlm
-                   chunk:int=5000, # captions per progress-bar step
-                   trust_pickle:store_true=False, # allow unpickling a reference .npy file
-                   quiet:store_true=False, # no progress bar
-                  ):
-    "Generate hard-negative captions for a caption file and write a negatives cache."
-    if str(src).endswith('.npy'):
-        caps, negs = import_reference_negatives(src, trust=trust_pickle)
-        p = save_negatives(out, caps, negs, recipe='ceclip', backend='reference-import', seed=None, source=str(src))
-        if not quiet: print(f"imported {len(caps)} captions -> {p}")
-        return p
-    caps, meta = read_captions(src)
-    rec = recipe if recipe in RECIPES else recipe.split(',')
-    kw = dict(fill_mask=mlm_model) if backend == 'mlm' else {}
-    parts, types = [], None
-    for s in progress_bar(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
-        n = make_negatives(caps[s:s + chunk], recipe=rec, seed=seed, backend=backend, spacy_model=spacy_model, **kw)
-        parts.append(n); types = n.types
-    if types is None: types = _resolve_recipe(rec, backend, None)[0]
-    allneg = Negatives(types, [r for n in parts for r in n.negatives],
-                       np.concatenate([n.mask for n in parts]) if parts else np.zeros((0, len(types)), bool))
-    p = save_negatives(out, caps, allneg, recipe=recipe, backend=backend, seed=seed, source=str(src), **meta)
-    if not quiet: print(f"{len(caps)} captions, valid fraction per type {dict(zip(types, allneg.mask.mean(0).round(3).tolist()))} -> {p}")
-    return p
-
-def _cli():
-    "The `hnvl_negatives` console script (settings.ini): exit status 0, the result is for Python callers."
-    from hnvl.core import console_entry
-    console_entry(hnvl_negatives)
-
-# %% ../nbs/01_negatives.ipynb #e84d6991
-_W = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
-
-def edit_ok(kind:str, # generator name
-            caption:str, # the caption
-            negative:str, # its negative
-           ) -> bool:
-    "Whether `negative` differs from `caption` by exactly the kind of edit `kind` promises (word-level check)."
-    import difflib
-    a, b = _W.findall(caption.lower()), _W.findall(negative.lower())
-    if a == b: return False
-    if kind.startswith(('shuffle', 'swap', 'relation')): return sorted(a) == sorted(b)
-    ops = [o for o in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes() if o[0] != 'equal']
-    arts = {'a', 'an'}
-    ops = [o for o in ops if not (o[0] == 'replace' and set(a[o[1]:o[2]]) <= arts and set(b[o[3]:o[4]]) <= arts)]
-    return len(ops) == 1 and ops[0][0] == 'replace' and ops[0][2] - ops[0][1] <= 3 and ops[0][4] - ops[0][3] <= 3
-
-def detectability(captions:Sequence[str], # true captions
-                  negatives:Sequence[str], # one negative per caption (same order)
-                  folds:int=5, # cross-validation folds (grouped by caption)
-                  seed:int=0, # fold shuffling seed
-                 ) -> float:
-    "Cross-validated accuracy of a word+char n-gram logistic regression telling captions from negatives (needs scikit-learn)."
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline, make_union
-    if len(captions) != len(negatives): raise ValueError(f"captions ({len(captions)}) and negatives ({len(negatives)}) differ in length")
-    X = list(captions) + list(negatives); y = [1] * len(captions) + [0] * len(negatives)
-    g = list(range(len(captions))) * 2
-    feats = make_union(TfidfVectorizer(ngram_range=(1, 2), min_df=2, lowercase=True),
-                       TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 4), min_df=2, lowercase=False))
-    clf = make_pipeline(feats, LogisticRegression(C=4.0, max_iter=300))
-    return float(cross_val_score(clf, X, y, groups=g, cv=GroupKFold(folds)).mean())
+def __dir__(): return sorted(set(globals()) | set(_MOVED))

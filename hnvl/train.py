@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch_to
 from fastcore.script import call_parse, Param
 try: import fcntl  # POSIX: the run-folder lock
 except ImportError: fcntl = None  # Windows: run folders are not locked
@@ -46,7 +47,7 @@ class TrainConfig:
     world_seed: int = 0 # seed of the training split
     recipe: str = 'ceclip' # `hnvl.negatives` recipe for the training negatives
     neg_backend: str = 'lexicon' # `hnvl.negatives` backend
-    neg_vocab: str|None = 'captions' # shapes world: 'captions' = replacement words only from the training captions' vocabulary (else a negative like 'teal' is spotted from text alone); None = the full word lists
+    neg_vocab: str|None = 'captions' # shapes world: 'captions' = replacement words only from the captions; None = all
     coco_ann: str|None = None # COCO `captions_train2014.json`
     coco_images: str|None = None # COCO image folder
     negatives_path: str|None = None # negatives cache written by `hnvl_negatives`
@@ -88,39 +89,52 @@ class TrainConfig:
 
     def __post_init__(self):
         "Reject a bad choice or range when the config is made, not steps into a run."
-        for name, ok in (('data', ('shapes', 'coco')), ('threshold', ('adaptive', 'fixed', 'max', 'ema')),
-                         ('schedule', ('cosine', 'constant')), ('amp_dtype', ('bf16', 'fp16')), ('neg_vocab', ('captions', None)),
-                         ('imc_variant', IMC_VARIANTS), ('cmr_reduction', CMR_REDUCTIONS)):
-            if getattr(self, name) not in ok: raise ValueError(f"TrainConfig.{name} must be one of {list(ok)}, got {getattr(self, name)!r}")
-        for name, lo, none_ok in (('batch_size', 1, False), ('epochs', 1, False), ('steps', 1, True), ('stop_after', 0, True),
-                                  ('warmup', 0, False), ('log_every', 1, False), ('ckpt_every', 0, False), ('n_train', 1, False)):
-            v = getattr(self, name)
-            if (v is None and not none_ok) or (v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo)):
-                raise ValueError(f"TrainConfig.{name} must be an int >= {lo}{' or None' if none_ok else ''}, got {v!r}")
-        for name in ('lr', 'lambda_imc', 'lambda_cmr', 'fixed_theta', 'upper_bound', 'weight_decay'):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
-        if not 0 <= self.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {self.ema!r}")
-        _check_recipe(self.recipe)
-        if self.steps is not None and self.ckpt_every > self.steps:
-            raise ValueError(f"TrainConfig.ckpt_every ({self.ckpt_every}) is larger than steps ({self.steps}): "
-                             "use 0 for a checkpoint only at the end, or a value <= steps")
+        _check_config(self)
 
-    @classmethod
-    def preset(cls, name:str='tiny', # 'tiny' | 'shapes' | 'paper'
-               **overrides) -> 'TrainConfig':
-        "A named preset with `overrides` applied (unknown field names raise)."
-        if name not in PRESETS: raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-        return cls(**PRESETS[name]).replace(**overrides)
+# %% ../nbs/06_train.ipynb #e1a7c3f0
+def _check_config(cfg:TrainConfig):
+    "Raise a `ValueError` naming the field if `cfg` holds a choice or value out of range."
+    choices = (('data', ('shapes', 'coco')), ('threshold', ('adaptive', 'fixed', 'max', 'ema')),
+               ('schedule', ('cosine', 'constant')), ('amp_dtype', ('bf16', 'fp16')), ('neg_vocab', ('captions', None)),
+               ('imc_variant', IMC_VARIANTS), ('cmr_reduction', CMR_REDUCTIONS))
+    for name, ok in choices:
+        if getattr(cfg, name) not in ok:
+            raise ValueError(f"TrainConfig.{name} must be one of {list(ok)}, got {getattr(cfg, name)!r}")
+    ints = (('batch_size', 1, False), ('epochs', 1, False), ('steps', 1, True), ('stop_after', 0, True),
+            ('warmup', 0, False), ('log_every', 1, False), ('ckpt_every', 0, False), ('n_train', 1, False))
+    for name, lo, none_ok in ints:
+        v = getattr(cfg, name)
+        if v is None and none_ok: continue
+        if v is None or isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"TrainConfig.{name} must be an int >= {lo}{' or None' if none_ok else ''}, got {v!r}")
+    for name in ('lr', 'lambda_imc', 'lambda_cmr', 'fixed_theta', 'upper_bound', 'weight_decay'):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
+    if not 0 <= cfg.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {cfg.ema!r}")
+    _check_recipe(cfg.recipe)
+    if cfg.steps is not None and cfg.ckpt_every > cfg.steps:
+        raise ValueError(f"TrainConfig.ckpt_every ({cfg.ckpt_every}) is larger than steps ({cfg.steps}): "
+                         "use 0 for a checkpoint only at the end, or a value <= steps")
 
-    def replace(self, **kw) -> 'TrainConfig':
-        "A copy with fields changed; unknown names raise `ValueError`."
-        names = {f.name for f in dataclasses.fields(self)}
-        bad = sorted(set(kw) - names)
-        if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}; known: {sorted(names)}")
-        return dataclasses.replace(self, **kw)
+def _check_recipe(recipe):
+    "Raise unless `recipe` names a `hnvl.negatives` recipe or is a non-empty list of its generator names."
+    types = (RECIPES.get(recipe) if isinstance(recipe, str)
+             else list(recipe) if isinstance(recipe, (list, tuple)) else None)
+    if not types or any(t not in GENERATORS for t in types):
+        raise ValueError(f"TrainConfig.recipe must be one of {sorted(RECIPES)} or a non-empty list of negative types "
+                         f"from {sorted(GENERATORS)}, got {recipe!r}")
 
+# %% ../nbs/06_train.ipynb #4d33123a
+@patch_to(TrainConfig)
+def replace(self, **kw) -> 'TrainConfig':
+    "A copy with fields changed; unknown names raise `ValueError`."
+    names = {f.name for f in dataclasses.fields(self)}
+    bad = sorted(set(kw) - names)
+    if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}; known: {sorted(names)}")
+    return dataclasses.replace(self, **kw)
+
+# %% ../nbs/06_train.ipynb #2f15dceb
 PRESETS = dict(
     # seconds on one core: for tests and the notebook examples
     tiny=dict(out='runs/tiny', n_train=256, batch_size=32, steps=12, epochs=1, lr=1e-3, warmup=2, log_every=1),
@@ -129,17 +143,16 @@ PRESETS = dict(
     # the paper's fine-tuning setup: OpenAI CLIP ViT-B/32 (QuickGELU) on COCO 2014 with 4 negatives per caption
     paper=dict(out='runs/paper', model='ViT-B-32-quickgelu', quick_gelu=True, data='coco', steps=None, epochs=5,
                batch_size=256, lr=5e-6, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1, warmup=50, schedule='cosine',
-               amp=True, amp_dtype='bf16', num_workers=8, lambda_imc=0.3, lambda_cmr=0.2, log_every=50, ckpt_every=1000),
+               amp=True, amp_dtype='bf16', num_workers=8, lambda_imc=0.3, lambda_cmr=0.2, log_every=50,
+               ckpt_every=1000),
 )
 
-# %% ../nbs/06_train.ipynb #e1a7c3f0
-def _check_recipe(recipe):
-    "Raise unless `recipe` names a `hnvl.negatives` recipe or is a non-empty list of its generator names."
-    types = (RECIPES.get(recipe) if isinstance(recipe, str)
-             else list(recipe) if isinstance(recipe, (list, tuple)) else None)
-    if not types or any(t not in GENERATORS for t in types):
-        raise ValueError(f"TrainConfig.recipe must be one of {sorted(RECIPES)} or a non-empty list of negative types "
-                         f"from {sorted(GENERATORS)}, got {recipe!r}")
+@patch_to(TrainConfig, cls_method=True)
+def preset(cls, name:str='tiny', # 'tiny' | 'shapes' | 'paper'
+           **overrides) -> 'TrainConfig':
+    "A named preset with `overrides` applied (unknown field names raise)."
+    if name not in PRESETS: raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return cls(**PRESETS[name]).replace(**overrides)
 
 # %% ../nbs/06_train.ipynb #51436a69
 LOSS_CONFIGS = dict(
@@ -170,7 +183,8 @@ def make_optimizer(model:torch.nn.Module, # the model being trained
     "AdamW over `param_groups`, fused where this PyTorch supports it on the model's device."
     groups, kw = param_groups(model, cfg.weight_decay), dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
     try: return torch.optim.AdamW(groups, fused=True, **kw)
-    except (RuntimeError, TypeError): return torch.optim.AdamW(groups, **kw)  # no fused kernel for this device / PyTorch
+    except (RuntimeError, TypeError):  # no fused kernel for this device / PyTorch
+        return torch.optim.AdamW(groups, **kw)
 
 # %% ../nbs/06_train.ipynb #2e2c8dfe
 def lr_lambda(warmup:int, # linear warmup steps
@@ -178,7 +192,8 @@ def lr_lambda(warmup:int, # linear warmup steps
               schedule:str='cosine', # 'cosine' | 'constant'
              ):
     "The learning-rate multiplier of step `s`: linear warmup, then cosine decay to 0 (or constant)."
-    if schedule not in ('cosine', 'constant'): raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if schedule not in ('cosine', 'constant'):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     def f(s):
         if s < warmup: return (s + 1) / warmup
         if schedule == 'constant': return 1.0
@@ -192,7 +207,8 @@ def make_threshold(cfg:TrainConfig, # the run's config
     "The θ schedule named by `cfg.threshold` (adaptive mean rule, reference max rule, EMA or fixed)."
     if cfg.threshold == 'adaptive': return AdaptiveThreshold(k, rule='mean', upper_bound=cfg.upper_bound)
     if cfg.threshold == 'max': return AdaptiveThreshold(k, rule='max', upper_bound=cfg.upper_bound)
-    if cfg.threshold == 'ema': return AdaptiveThreshold(k, rule='mean', upper_bound=cfg.upper_bound, reset_every_epoch=False, ema=cfg.ema)
+    if cfg.threshold == 'ema':
+        return AdaptiveThreshold(k, rule='mean', upper_bound=cfg.upper_bound, reset_every_epoch=False, ema=cfg.ema)
     if cfg.threshold == 'fixed': return FixedThreshold(torch.full((k,), float(cfg.fixed_theta)))
     raise ValueError(f"threshold must be 'adaptive', 'fixed', 'max' or 'ema', got {cfg.threshold!r}")
 
@@ -203,26 +219,29 @@ def make_loss(cfg:TrainConfig, # the run's config
     "The `HardNegativeLoss` a config describes."
     thr = make_threshold(cfg, k) if cfg.hard_negatives and k > 0 else None
     return HardNegativeLoss(itc=cfg.itc, imc=cfg.imc, cmr=cfg.cmr, lambda_imc=cfg.lambda_imc, lambda_cmr=cfg.lambda_cmr,
-                            threshold=thr, hard_negatives=cfg.hard_negatives, imc_variant=cfg.imc_variant, cmr_reduction=cfg.cmr_reduction)
+                            threshold=thr, hard_negatives=cfg.hard_negatives, imc_variant=cfg.imc_variant,
+                            cmr_reduction=cfg.cmr_reduction)
 
 # %% ../nbs/06_train.ipynb #8a3fea1e
 class EpochBatchSampler(torch.utils.data.Sampler):
-    "Batches of indices, reshuffled every epoch by `(seed, epoch)`, starting at global step `start` (drop_last); with `shard`, this process's slice of each."
+    "Batches of indices (drop_last) from global step `start`, reshuffled every epoch by `(seed, epoch)`, maybe sharded."
     def __init__(self, n:int, # dataset size
                  batch_size:int, # global batch size
                  seed:int=0, # shuffling seed
                  start:int=0, # first global step to yield
                  total:int|None=None, # stop after this global step (None: forever)
-                 shard:tuple=(0, 1), # (rank, world_size): yield only this process's contiguous slice of every global batch
+                 shard:tuple=(0, 1), # (rank, world_size): yield only this process's contiguous slice of each batch
                 ):
         if batch_size > n: raise ValueError(f"batch_size ({batch_size}) must be <= the dataset size ({n})")
         r, w = shard
         if not (isinstance(w, int) and isinstance(r, int) and w >= 1 and 0 <= r < w):
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
-        if batch_size % w: raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({w})")
+        if batch_size % w:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by the number of processes ({w})")
         self.n, self.bs, self.seed, self.start, self.total = n, batch_size, seed, start, total
         self.rank, self.world, self.per_epoch = r, w, n // batch_size
-    def perm(self, epoch:int): return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+    def perm(self, epoch:int):
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
     def __len__(self): return (self.total if self.total is not None else 10**12) - self.start
     def __iter__(self):
         s, epoch, p = self.start, None, None
@@ -230,7 +249,8 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             e, b = divmod(s, self.per_epoch)
             if e != epoch: epoch, p = e, self.perm(e)
             lb = self.bs // self.world
-            yield p[b * self.bs + self.rank * lb:b * self.bs + (self.rank + 1) * lb].tolist(); s += 1
+            yield p[b * self.bs + self.rank * lb:b * self.bs + (self.rank + 1) * lb].tolist()
+            s += 1
 
 # %% ../nbs/06_train.ipynb #41a7ee5c
 class CachedTokenizer:
@@ -252,17 +272,18 @@ def make_dataset(cfg:TrainConfig, # the run's config
         world = make_world(WorldConfig(**cfg.world), cfg.n_train, split='train', seed=cfg.world_seed)
         if cfg.hard_negatives:
             vocab = sorted({w for c in world.captions for w in c.split()}) if cfg.neg_vocab == 'captions' else None
-            negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend, vocab=vocab)
+            negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend,
+                                  vocab=vocab)
         else: negs = None # K=0: plain CLIP, nothing generated, tokenised or encoded
         ds = ArrayHardNegatives(world.images, list(world.captions), negs, bundle.mean, bundle.std)
         return ds, list(ds.types)
-    if cfg.data == 'coco':
-        for f in ('coco_ann', 'coco_images') + (('negatives_path',) if cfg.hard_negatives else ()):
-            if not getattr(cfg, f): raise ValueError(f"data='coco' needs {f} (a local path; nothing is downloaded), got None")
-        ds = CocoHardNegatives(cfg.coco_ann, cfg.coco_images, cfg.negatives_path if cfg.hard_negatives else None, # None: K=0
-                               bundle.preprocess_train, skip_missing=cfg.skip_missing)
-        return ds, list(ds.types)
-    raise ValueError(f"data must be 'shapes' or 'coco', got {cfg.data!r}")
+    # cfg.data == 'coco': `TrainConfig` admits no other source
+    for f in ('coco_ann', 'coco_images') + (('negatives_path',) if cfg.hard_negatives else ()):
+        if not getattr(cfg, f):
+            raise ValueError(f"data='coco' needs {f} (a local path; nothing is downloaded), got None")
+    negs = cfg.negatives_path if cfg.hard_negatives else None # None: K=0
+    ds = CocoHardNegatives(cfg.coco_ann, cfg.coco_images, negs, bundle.preprocess_train, skip_missing=cfg.skip_missing)
+    return ds, list(ds.types)
 
 # %% ../nbs/06_train.ipynb #dde768b6
 def batches(ds, # the training dataset
@@ -287,30 +308,6 @@ class NonFiniteLossError(RuntimeError):
                 ): super().__init__(msg); self.terms = dict(terms or {})
 
 # %% ../nbs/06_train.ipynb #a0bbf792
-def _dist():
-    "(world size, rank) of the initialised process group, else (1, 0)."
-    d = torch.distributed
-    return (d.get_world_size(), d.get_rank()) if d.is_available() and d.is_initialized() else (1, 0)
-
-def _sum_grads(model, bucket:int=2**24):
-    "Sum the towers' gradients over the process group (flat buckets of about `bucket` elements); average the logit scale's."
-    world = _dist()[0]
-    if world == 1: return
-    m = unwrap_module(model)
-    shared = {id(getattr(m, a)) for a in ('logit_scale', 'logit_bias') if isinstance(getattr(m, a, None), torch.nn.Parameter)}
-    for p in model.parameters():  # every process's loss reaches the logit scale through the whole global batch, not a shard
-        if id(p) in shared and p.grad is not None: p.grad.div_(world)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    i = 0
-    while i < len(grads):
-        j, size = i, 0
-        while j < len(grads) and (j == i or size + grads[j].numel() <= bucket): size += grads[j].numel(); j += 1
-        flat = torch.cat([g.reshape(-1) for g in grads[i:j]])
-        torch.distributed.all_reduce(flat)
-        o = 0
-        for g in grads[i:j]: g.copy_(flat[o:o + g.numel()].view_as(g)); o += g.numel()
-        i = j
-
 def train_step(model, # open_clip CLIP (train mode)
                batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives`
                loss_fn, # `hnvl.losses.HardNegativeLoss`
@@ -322,9 +319,11 @@ def train_step(model, # open_clip CLIP (train mode)
               ) -> dict:
     "One optimisation step; returns the loss terms as floats (a non-finite loss: `NonFiniteLossError`, no step)."
     dev = next(model.parameters()).device
-    images, texts, mask = batch['images'].to(dev, non_blocking=True), batch['texts'].to(dev, non_blocking=True), batch['mask'].to(dev)
+    images, texts = batch['images'].to(dev, non_blocking=True), batch['texts'].to(dev, non_blocking=True)
+    mask = batch['mask'].to(dev)
     n, k = images.shape[0], mask.shape[1]
-    if texts.shape[0] != n + n * k: raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {texts.shape[0]}")
+    if texts.shape[0] != n + n * k:
+        raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {texts.shape[0]}")
     with (autocast() if autocast else nullcontext()):
         img = encode_images(model, images)
         keep = torch.cat([mask.new_ones(n), mask.reshape(-1)]).nonzero().squeeze(1)  # captions and valid negatives only
@@ -333,24 +332,58 @@ def train_step(model, # open_clip CLIP (train mode)
     for what, x in (('image features', img), ('text features', kept)):  # a sum is finite when every entry is (cheap)
         if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x.detach()).all()):
             raise NonFiniteLossError(f"non-finite {what} (NaN or inf: the forward pass overflowed)")
-    txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)  # a masked negative stays 0: every loss term masks it out
+    # a masked negative stays 0: every loss term masks it out
+    txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
     out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
     opt.zero_grad(set_to_none=True)
-    if scaler is None: scaler = torch.amp.GradScaler(dev.type, enabled=False) # disabled: scale/unscale_/update do nothing, step = opt.step()
+    if scaler is None:  # disabled: scale/unscale_/update do nothing, step = opt.step()
+        scaler = torch.amp.GradScaler(dev.type, enabled=False)
     scaler.scale(out['loss']).backward()
     terms = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
     if not math.isfinite(terms['loss']):  # every process computed the same global loss: all of them stop here
         opt.zero_grad(set_to_none=True)
         bad = ', '.join(f"{k}={v}" for k, v in terms.items() if not math.isfinite(v))
         raise NonFiniteLossError(f"non-finite loss ({bad})", terms)
-    _sum_grads(model)  # several processes: each backward reached only its own shard; the sum is the one-process gradient
+    _sum_grads(model)  # several processes: each backward reached only its own shard; summed: the one-process gradient
     scaler.unscale_(opt)
     if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt); scaler.update()
+    scaler.step(opt)
+    scaler.update()
     if sched is not None: sched.step()
     with torch.no_grad(): unwrap_module(model).logit_scale.clamp_(0, math.log(100))
     return terms
+
+# %% ../nbs/06_train.ipynb #f0e4905a
+def _dist():
+    "(world size, rank) of the initialised process group, else (1, 0)."
+    d = torch.distributed
+    return (d.get_world_size(), d.get_rank()) if d.is_available() and d.is_initialized() else (1, 0)
+
+def _sum_grads(model, bucket:int=2**24):
+    "Sum the towers' gradients over the process group (flat buckets of ~`bucket` elements); average the logit scale's."
+    world = _dist()[0]
+    if world == 1: return
+    m = unwrap_module(model)
+    shared = {id(getattr(m, a)) for a in ('logit_scale', 'logit_bias')
+              if isinstance(getattr(m, a, None), torch.nn.Parameter)}
+    # every process's loss reaches the logit scale through the whole global batch, not a shard
+    for p in model.parameters():
+        if id(p) in shared and p.grad is not None: p.grad.div_(world)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    i = 0
+    while i < len(grads):
+        j, size = i, 0
+        while j < len(grads) and (j == i or size + grads[j].numel() <= bucket):
+            size += grads[j].numel()
+            j += 1
+        flat = torch.cat([g.reshape(-1) for g in grads[i:j]])
+        torch.distributed.all_reduce(flat)
+        o = 0
+        for g in grads[i:j]:
+            g.copy_(flat[o:o + g.numel()].view_as(g))
+            o += g.numel()
+        i = j
 
 # %% ../nbs/06_train.ipynb #6245744a
 def _rng_state():
@@ -430,19 +463,6 @@ def find_checkpoint(folder, # run folder
     return None
 
 # %% ../nbs/06_train.ipynb #b9e3f5a6
-def _check_writable(folder:Path):
-    "Create `folder` and write a probe file there; an `OSError` naming the folder if either fails."
-    probe = folder/f'.hnvl_write_probe.{os.getpid()}'
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(bytes(65536))
-    except OSError as e:
-        msg = f"output folder {str(folder)!r} is not writable ({e.strerror or e})"
-        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
-    finally:
-        try: probe.unlink()
-        except OSError: pass
-
 class RunFolderInUse(RuntimeError):
     "Another process holds the run folder's lock."
 
@@ -478,72 +498,65 @@ class RunLock:
         self.path.unlink(missing_ok=True)  # while still locked: a process that opened the old file retries on a new one
         os.close(self.fd); self.fd = None
 
-# %% ../nbs/06_train.ipynb #88d488de
-def _log(msg:str): print(f"hnvl.train: {msg}", file=sys.stderr, flush=True)
+# %% ../nbs/06_train.ipynb #e42e867a
+def _check_writable(folder:Path):
+    "Create `folder` and write a probe file there; an `OSError` naming the folder if either fails."
+    probe = folder/f'.hnvl_write_probe.{os.getpid()}'
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(bytes(65536))
+    except OSError as e:
+        msg = f"output folder {str(folder)!r} is not writable ({e.strerror or e})"
+        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+    finally:
+        try: probe.unlink()
+        except OSError: pass
 
+# %% ../nbs/06_train.ipynb #88d488de
 def fit(cfg:TrainConfig, # what to train, on what, how
         model=None, # a `hnvl.model.ClipBundle` to train in place (None: `create_model(cfg.model, cfg.checkpoint)`)
        ) -> dict:
     "Train per `cfg`; returns the last metrics row, the output folder, checkpoint and model paths and the bundle."
     world, rank = _dist()
     main = rank == 0  # the process that writes metrics, config, checkpoints and the model
-    if world > 1 and cfg.batch_size % world: raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
+    if world > 1 and cfg.batch_size % world:
+        raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
     out = Path(cfg.out)
     if main: _check_writable(out)
     with RunLock(out, log=_log) if main else nullcontext():
         return _fit(cfg, model, out, world, rank, main)
 
+# %% ../nbs/06_train.ipynb #4d3bc004
+def _log(msg:str): print(f"hnvl.train: {msg}", file=sys.stderr, flush=True)
+
 def _fit(cfg, model, out, world, rank, main):
     "`fit` once the run folder is known to be writable and is this process's."
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = cfg.device or default_device()
-    if world > 1 and dev == 'cuda': dev = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"; torch.cuda.set_device(dev)
+    if world > 1 and dev == 'cuda':
+        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        torch.cuda.set_device(dev)
     ckpt_path = out/'checkpoint.pt'
-    found = find_checkpoint(out, log=_log if main else (lambda m: None)) if cfg.resume else None
-    if found: _check_same_run(found[1], cfg, found[0])
-    if main and found and found[0] != ckpt_path and ckpt_path.exists():  # set the unusable newest one aside, so that
-        os.replace(ckpt_path, out/'checkpoint.unusable.pt')               # the next checkpoint keeps the good one as prev
-        _log(f"moved the unusable {str(ckpt_path)!r} to {str(out/'checkpoint.unusable.pt')!r}")
-    if main:  # temporary files of a killed run (nobody else writes here: we hold the lock)
-        for name in ('checkpoint.pt', 'metrics.jsonl', 'config.json', 'model.pt'):
-            for f in out.glob(f'.{name}.*.tmp'): f.unlink(missing_ok=True)
+    found = _open_run_folder(cfg, out, main)
     seed_everything(cfg.seed)
-    bundle = model if model is not None else create_model(cfg.model, checkpoint=cfg.checkpoint, device=dev, quick_gelu=cfg.quick_gelu)
+    bundle = model if model is not None else create_model(cfg.model, checkpoint=cfg.checkpoint, device=dev,
+                                                          quick_gelu=cfg.quick_gelu)
     net = bundle.model.to(dev).train()
     ds, types = make_dataset(cfg, bundle)
-    k = len(types)
-    per_epoch = len(ds) // cfg.batch_size
-    if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({len(ds)})")
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
-    if cfg.ckpt_every > total:
-        raise ValueError(f"ckpt_every ({cfg.ckpt_every}) is larger than the run's {total} steps: "
-                         "use 0 for a checkpoint only at the end, or a smaller value")
-    loss_fn = make_loss(cfg, k); loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
+    per_epoch, total = _run_length(cfg, len(ds))
+    loss_fn = make_loss(cfg, len(types))
+    loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
     opt = make_optimizer(net, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.schedule))
-    use_amp = (dev.startswith('cuda')) if cfg.amp is None else bool(cfg.amp)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp_dtype]
-    dev_type = 'cuda' if dev.startswith('cuda') else 'cpu'
-    autocast = (lambda: torch.autocast(dev_type, dtype=dtype)) if use_amp else None
-    scaler = torch.amp.GradScaler(dev_type, enabled=use_amp and dtype == torch.float16)
+    use_amp, autocast, scaler = _amp(cfg, dev)
     step, last_ckpt = 0, None  # last_ckpt: (path, step) of the newest checkpoint of this run on disk
     if found:
-        path, st = found
-        if st['types'] != types:
-            raise ValueError(f"checkpoint {str(path)!r} was trained with negative types {st['types']}, "
-                             f"this run has {types}")
-        try:
-            unwrap_module(net).load_state_dict(st['model']); opt.load_state_dict(st['optimizer'])
-            sched.load_state_dict(st['scheduler'])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {str(path)!r} does not fit this run's model or optimiser "
-                             f"({str(e)[:300]})") from e
-        if st.get('scaler'): scaler.load_state_dict(st['scaler'])
-        loss_fn.load_state_dict(st.get('threshold') or {})
-        _set_rng_state(st['rng']); step = st['step']; last_ckpt = (path, step)
+        step, last_ckpt = _restore(found, types, net, opt, sched, scaler, loss_fn)
         if main: _truncate_metrics(out/'metrics.jsonl', step)
     elif main and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
-    if main: save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev, amp=use_amp, world_size=world), out/'config.json')
+    if main:
+        save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev,
+                       amp=use_amp, world_size=world), out/'config.json')
     end = total if cfg.stop_after is None else min(total, cfg.stop_after)
     tok = CachedTokenizer(bundle.tokenizer) if cfg.data == 'shapes' else bundle.tokenizer
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
@@ -556,29 +569,18 @@ def _fit(cfg, model, out, world, rank, main):
         except NonFiniteLossError as e:
             bar.close()
             raise NonFiniteLossError(_nonfinite_message(e, step + 1, batch['index'], last_ckpt), e.terms) from None
-        step += 1; bar.update(1)
+        step += 1
+        bar.update(1)
         if step % cfg.log_every == 0 or step == end:
-            dt = time.perf_counter() - t0
-            last = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **terms,
-                        logit_scale=float(unwrap_module(net).logit_scale.detach().exp()),
-                        samples_per_s=(step - n0) * cfg.batch_size / max(dt, 1e-9))
-            thr = loss_fn.threshold
-            if thr is not None: last.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
+            last = _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types,
+                                samples=(step - n0) * cfg.batch_size, seconds=time.perf_counter() - t0)
             if main:
                 with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
             bar.set_postfix(loss=f"{terms['loss']:.3f}")
             t0, n0 = time.perf_counter(), step
         if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
             if main:
-                try:  # a fresh run's first checkpoint keeps nothing an earlier run left in the folder
-                    save_checkpoint(ckpt_path, net, opt, sched, scaler, loss_fn, step, cfg, types,
-                                    keep_previous=last_ckpt is not None)
-                except OSError as e:
-                    bar.close()
-                    msg = (f"could not write checkpoint {str(ckpt_path)!r} at step {step} ({e.strerror or e}); "
-                           + (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is intact"
-                              if last_ckpt else "no checkpoint was written before"))
-                    raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+                _write_checkpoint(ckpt_path, (net, opt, sched, scaler, loss_fn), step, cfg, types, last_ckpt, bar)
                 last_ckpt = (ckpt_path, step)
             if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
     bar.close()
@@ -588,6 +590,79 @@ def _fit(cfg, model, out, world, rank, main):
         if world > 1: torch.distributed.barrier()
         res['model_path'] = str(out/'model.pt')
     return res
+
+# %% ../nbs/06_train.ipynb #b5e1d74a
+def _open_run_folder(cfg, out, main):
+    "The checkpoint to resume from (None: a fresh run), checked to be this run's; the folder cleared of debris."
+    ckpt_path = out/'checkpoint.pt'
+    found = find_checkpoint(out, log=_log if main else (lambda m: None)) if cfg.resume else None
+    if found: _check_same_run(found[1], cfg, found[0])
+    if main and found and found[0] != ckpt_path and ckpt_path.exists():
+        # set the unusable newest one aside, so that the next checkpoint keeps the good one as prev
+        os.replace(ckpt_path, out/'checkpoint.unusable.pt')
+        _log(f"moved the unusable {str(ckpt_path)!r} to {str(out/'checkpoint.unusable.pt')!r}")
+    if main:  # temporary files of a killed run (nobody else writes here: we hold the lock)
+        for name in ('checkpoint.pt', 'metrics.jsonl', 'config.json', 'model.pt'):
+            for f in out.glob(f'.{name}.*.tmp'): f.unlink(missing_ok=True)
+    return found
+
+def _run_length(cfg, n):
+    "`(steps per epoch, total steps)` of a run of `cfg` over `n` samples."
+    per_epoch = n // cfg.batch_size
+    if per_epoch == 0: raise ValueError(f"batch_size ({cfg.batch_size}) must be <= the dataset size ({n})")
+    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
+    if cfg.ckpt_every > total:  # only when the epochs set the length: `TrainConfig` holds ckpt_every <= steps
+        raise ValueError(f"ckpt_every ({cfg.ckpt_every}) is larger than the run's {total} steps: "
+                         "use 0 for a checkpoint only at the end, or a smaller value")
+    return per_epoch, total
+
+# %% ../nbs/06_train.ipynb #fc936194
+def _amp(cfg, dev):
+    "`(use_amp, autocast factory or None, GradScaler)` for `cfg` on device `dev`."
+    use_amp = (dev.startswith('cuda')) if cfg.amp is None else bool(cfg.amp)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp_dtype]
+    dev_type = 'cuda' if dev.startswith('cuda') else 'cpu'
+    autocast = (lambda: torch.autocast(dev_type, dtype=dtype)) if use_amp else None
+    return use_amp, autocast, torch.amp.GradScaler(dev_type, enabled=use_amp and dtype == torch.float16)
+
+def _restore(found, types, net, opt, sched, scaler, loss_fn):
+    "Load the found checkpoint `(path, state)` into this run's objects and RNGs; returns `(step, (path, step))`."
+    path, st = found
+    if st['types'] != types:
+        raise ValueError(f"checkpoint {str(path)!r} was trained with negative types {st['types']}, "
+                         f"this run has {types}")
+    try:
+        unwrap_module(net).load_state_dict(st['model'])
+        opt.load_state_dict(st['optimizer'])
+        sched.load_state_dict(st['scheduler'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"checkpoint {str(path)!r} does not fit this run's model or optimiser "
+                         f"({str(e)[:300]})") from e
+    if st.get('scaler'): scaler.load_state_dict(st['scaler'])
+    loss_fn.load_state_dict(st.get('threshold') or {})
+    _set_rng_state(st['rng'])
+    return st['step'], (path, st['step'])
+
+# %% ../nbs/06_train.ipynb #07ab005f
+def _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types, samples, seconds) -> dict:
+    "One `metrics.jsonl` row: step, epoch, lr, the loss terms, logit scale, samples/s and θ per negative type."
+    row = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **terms,
+               logit_scale=float(unwrap_module(net).logit_scale.detach().exp()),
+               samples_per_s=samples / max(seconds, 1e-9))
+    thr = loss_fn.threshold
+    if thr is not None: row.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
+    return row
+
+def _write_checkpoint(path, state, step, cfg, types, last_ckpt, bar):
+    "`save_checkpoint` at `step`; a failed write (a full disk) is an `OSError` naming the file, the step, what is kept."
+    try:  # a fresh run's first checkpoint keeps nothing an earlier run left in the folder
+        save_checkpoint(path, *state, step, cfg, types, keep_previous=last_ckpt is not None)
+    except OSError as e:
+        bar.close()
+        msg = (f"could not write checkpoint {str(path)!r} at step {step} ({e.strerror or e}); "
+               + (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is intact"
+                  if last_ckpt else "no checkpoint was written before"))
+        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
 
 def _nonfinite_message(e, step, index, last_ckpt):
     "The diagnostic of a non-finite loss: terms, step, the batch's caption indices, the checkpoint kept."
@@ -603,16 +678,6 @@ def _truncate_metrics(path, step):
     atomic_write(path, lambda tmp: Path(tmp).write_text(''.join(r + '\n' for r in rows)))
 
 # %% ../nbs/06_train.ipynb #457c02d1
-def _parse_set(s:str|None) -> dict:
-    if not s: return {}
-    out = {}
-    for kv in s.split(';') if ';' in s else s.split(','):
-        if '=' not in kv: raise ValueError(f"--set entries must look like key=value, got {kv!r}")
-        k, v = kv.split('=', 1)
-        try: out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError: out[k.strip()] = v
-    return out
-
 @call_parse
 def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
                out:str=None, # run folder
@@ -650,3 +715,14 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
 def _cli():
     "The `hnvl_train` console script (settings.ini): exit 0; a mistake or a fault: one line, exit 2 (`console_entry`)."
     console_entry(hnvl_train)
+
+# %% ../nbs/06_train.ipynb #12933af6
+def _parse_set(s:str|None) -> dict:
+    if not s: return {}
+    out = {}
+    for kv in s.split(';') if ';' in s else s.split(','):
+        if '=' not in kv: raise ValueError(f"--set entries must look like key=value, got {kv!r}")
+        k, v = kv.split('=', 1)
+        try: out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError: out[k.strip()] = v
+    return out

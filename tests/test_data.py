@@ -1,4 +1,4 @@
-"Tests of hnvl.data: the shapes world, its evaluation tasks, the hard-negative datasets and the collate."
+"Tests of hnvl.data (the shapes world, its evaluation tasks, the array dataset and the collate) and hnvl.coco (the COCO dataset)."
 import json, re
 from collections import Counter
 from pathlib import Path
@@ -11,7 +11,8 @@ from PIL import Image
 
 import hnvl.data as D
 from hnvl.data import (WorldConfig, make_world, world_tasks, make_task, retrieval_targets, render_scenes,
-                       ArrayHardNegatives, CocoHardNegatives, collate_hard_negatives, TASKS)
+                       ArrayHardNegatives, collate_hard_negatives, TASKS)
+from hnvl.coco import CocoHardNegatives
 
 CFG = WorldConfig()
 
@@ -248,7 +249,27 @@ def test_errors():
         collate_hard_negatives([(torch.zeros(3, 2, 2), 'a', ['b'], [True]), (torch.zeros(3, 2, 2), 'a', [], [])], tok)
 
 
-# ---- COCO ----
+# ---- COCO (hnvl.coco) ----
+OLD_DATA_ALL = ['COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'INVERSE', 'TASKS', 'WorldConfig', 'scene_key', 'scene_captions',
+                'render_scenes', 'World', 'world_cache_path', 'make_world', 'Task', 'make_task', 'world_tasks',
+                'retrieval_targets', 'HardNegativeDataset', 'ArrayHardNegatives', 'collate_hard_negatives',
+                'CocoHardNegatives']
+
+
+def test_moved_names_still_import_from_data():
+    import importlib, subprocess, sys
+    for n in OLD_DATA_ALL: exec(f'from hnvl.data import {n}', {})
+    assert set(OLD_DATA_ALL) <= set(D.__all__)
+    assert D.CocoHardNegatives is CocoHardNegatives and D._read_coco is importlib.import_module('hnvl.coco')._read_coco
+    with pytest.raises(AttributeError, match="no attribute 'nope'"): D.nope
+    # hnvl.data alone does not import hnvl.coco; the forward imports it on first use, in either import order
+    code = ("import sys, hnvl.data as D; assert 'hnvl.coco' not in sys.modules; "
+            "from hnvl.data import CocoHardNegatives as C; import hnvl.coco; assert C is hnvl.coco.CocoHardNegatives; "
+            "from hnvl.data import *; assert CocoHardNegatives is C")
+    subprocess.run([sys.executable, '-c', code], check=True)
+    subprocess.run([sys.executable, '-c', 'import hnvl.coco, hnvl.data; assert hnvl.data.CocoHardNegatives is hnvl.coco.CocoHardNegatives'], check=True)
+
+
 CAPS = ['a red circle left of a blue square', 'a blue square right of a red circle',
         'a green cross above a white circle', 'a yellow square below a red circle']
 

@@ -1,4 +1,5 @@
-"Tests for hnvl.negatives: bad input, seeding, inflection, cache round-trip, CLI, reference importer, backends."
+"""Tests for hnvl.negatives, hnvl.negatives_io and hnvl.audit: bad input, seeding, inflection, cache round-trip, CLI,
+reference importer, backends, the edit checker, and the old import paths."""
 import gzip, json, os, random, subprocess, sys
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from hnvl.core import benchmarks_root
-from hnvl.negatives import (GENERATORS, RECIPES, Negatives, analyze_lexicon, article_for, hnvl_negatives, import_reference_negatives,
-                            load_negatives, make_negatives, save_negatives, MaskFiller, edit_ok)
+from hnvl.negatives import GENERATORS, RECIPES, Negatives, analyze_lexicon, article_for, make_negatives, MaskFiller
+from hnvl.negatives_io import hnvl_negatives, import_reference_negatives, load_negatives, save_negatives
+from hnvl.audit import edit_ok
 
 CAPS = ['A man riding a brown horse on the beach.', 'Two women sitting on a bench next to a black dog.',
         'A woman holding an umbrella and a man eating a sandwich', 'An orange cat sleeping on top of a wooden table',
@@ -177,7 +179,7 @@ def test_cli_on_tiny_coco(tmp_path):
     src = tmp_path / 'captions_train2014.json'; src.write_text(json.dumps(coco))
     out = tmp_path / 'negs.jsonl.gz'
     entry = tmp_path / 'entry.py'  # what the `hnvl_negatives` console script runs
-    entry.write_text('import sys\nfrom hnvl.negatives import hnvl_negatives\nif __name__ == "__main__": hnvl_negatives()\n')
+    entry.write_text('import sys\nfrom hnvl.negatives_io import hnvl_negatives\nif __name__ == "__main__": hnvl_negatives()\n')
     r = subprocess.run([sys.executable, str(entry), str(src), str(out),
                         '--recipe', 'ceclip', '--seed', '2', '--chunk', '4'], capture_output=True, text=True, timeout=60,
                        env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get('PYTHONPATH', '')])})
@@ -331,3 +333,35 @@ def test_repeated_captions_same_negatives_as_single():
     assert (rep.mask == np.concatenate([once.mask, once.mask[::-1]])).all()
     rep.negatives[0][0] = 'changed'  # rows of repeated captions are independent lists
     assert rep.negatives[len(corpus) * 2 - 1][0] == once.negatives[0][0]
+
+
+# ---- the names that moved out of hnvl.negatives stay importable from it ----
+OLD_ALL = ['GENERATORS', 'RECIPES', 'FORMAT', 'FORMAT_VERSION', 'Lexicon', 'Analysis', 'analyze_lexicon', 'lexicon_coverage',
+           'article_for', 'ListFiller', 'MaskFiller', 'gen_relation', 'gen_relation_ref', 'gen_adjective', 'gen_noun',
+           'gen_verb', 'gen_swap_np', 'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj',
+           'gen_replace_rel', 'gen_replace_act', 'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs',
+           'gen_shuffle_within_trigrams', 'gen_shuffle_trigrams', 'Negatives', 'SplitMixRandom', 'make_negatives',
+           'analyze', 'analyze_spacy', 'save_negatives', 'load_negatives', 'import_reference_negatives',
+           'read_captions', 'hnvl_negatives', 'edit_ok', 'detectability']
+
+
+@pytest.mark.parametrize('name', OLD_ALL + ['_cli'])
+def test_old_import_path_still_works(name):
+    import importlib
+    import hnvl.audit, hnvl.negatives, hnvl.negatives_io
+    obj = getattr(hnvl.negatives, name)
+    home = next(m for m in (hnvl.negatives, hnvl.negatives_io, hnvl.audit) if name in vars(m))
+    assert obj is vars(home)[name] and name in dir(hnvl.negatives)
+    ns = {}; exec(f'from hnvl.negatives import {name}', ns); assert ns[name] is obj
+
+
+def test_forwarding_is_lazy_and_unknown_names_fail():
+    code = ("import sys, hnvl.negatives as n; assert 'hnvl.negatives_io' not in sys.modules and 'hnvl.audit' not in sys.modules; "
+            "n.load_negatives; assert 'hnvl.negatives_io' in sys.modules; "
+            "import hnvl.negatives_io; from hnvl.negatives import _cli; assert _cli is hnvl.negatives_io._cli")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get('PYTHONPATH', '')])})
+    assert r.returncode == 0, r.stderr
+    import hnvl.negatives
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"): hnvl.negatives.no_such_name
+    with pytest.raises(ImportError): exec('from hnvl.negatives import no_such_name', {})

@@ -80,6 +80,15 @@ def test_bad_config_errors(tmp_path):
     with pytest.raises(ValueError, match='unknown TrainConfig'): TrainConfig.preset('tiny', lr_max=1)
     with pytest.raises(ValueError, match='schedule must be'): lr_lambda(1, 2, 'linear')
 
+def test_every_copy_of_a_config_is_checked():
+    "`replace` (and so `preset`) runs the checks again: `make_dataset` and `fit` only see configs that pass them."
+    import re
+    c = TrainConfig.preset('tiny')
+    for kw, msg in ((dict(data='imagenet'), "TrainConfig.data must be one of"), (dict(lr=-1), "TrainConfig.lr must be"),
+                    (dict(ckpt_every=13), "TrainConfig.ckpt_every (13) is larger than steps (12)")):
+        with pytest.raises(ValueError, match=re.escape(msg)): c.replace(**kw)
+    assert c.replace(steps=None, ckpt_every=13).ckpt_every == 13  # the epochs set the length: `fit` checks this one
+
 def test_cli_runs(tmp_path):
     import hnvl, os
     out = tmp_path/'cli'
