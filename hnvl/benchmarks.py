@@ -798,8 +798,8 @@ def hnvl_eval(**kwargs, # called from Python: passed to `evaluate_model`; with n
              ):
     "Console entry point `hnvl_eval` (see `evaluate_model` for the options)."
     if kwargs: return evaluate_model(**kwargs)
-    from hnvl.core import _cli_call
-    return _cli_call(evaluate_model, prog='hnvl_eval')
+    from hnvl.core import call_cli
+    return call_cli(evaluate_model, prog='hnvl_eval')
 
 def _cli():
     "The `hnvl_eval` console script (settings.ini): exit status 0, the result is for Python callers."

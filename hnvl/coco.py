@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import _check_negs, _no_negs
+from .data import check_negatives, no_negatives
 
 # %% auto #0
 __all__ = ['CocoHardNegatives']
@@ -47,7 +47,7 @@ def _load_negs(negatives_path):
 def _align_negs(caps, cache, where, ids=None):
     "Rows of the negatives cache for `caps`: by position if identical, else by stripped text."
     ncaps, negs = cache
-    _check_negs(negs, len(ncaps), 'negatives')
+    check_negatives(negs, len(ncaps), 'negatives')
     ncaps = [c.strip() for c in ncaps]
     if ncaps == caps: return list(range(len(caps))), negs
     index = {}
@@ -74,7 +74,7 @@ class CocoHardNegatives:
         samples, ids = _read_coco(ann_file)
         caps = [c for _, c in samples]
         cache = _load_negs(negatives_path)
-        if cache is None: rows, negs = list(range(len(caps))), _no_negs(len(caps))
+        if cache is None: rows, negs = list(range(len(caps))), no_negatives(len(caps))
         else: rows, negs = _align_negs(caps, cache, str(negatives_path) if not isinstance(negatives_path, tuple) else '<in memory>', ids)
         bad = set()
         for f in dict.fromkeys(f for f, _ in samples):

@@ -12,7 +12,7 @@ import torch
 
 # %% auto #0
 __all__ = ['check_tensor', 'seed_everything', 'cache_dir', 'benchmarks_root', 'asset_path', 'atomic_write', 'save_json',
-           'load_json', 'default_device', 'progress_bar', 'open_image', 'console_entry']
+           'json_default', 'load_json', 'default_device', 'progress_bar', 'open_image', 'call_cli', 'console_entry']
 
 # %% ../nbs/00_core.ipynb #d62c32e3
 def check_tensor(x, # the value to check
@@ -89,10 +89,12 @@ def save_json(obj, # JSON-serialisable object
              ) -> Path:
     "Write `obj` as indented JSON, atomically."
     def _w(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f: json.dump(obj, f, indent=2, ensure_ascii=False, default=_json_default); f.write('\n')
+        with open(tmp, 'w', encoding='utf-8') as f: json.dump(obj, f, indent=2, ensure_ascii=False, default=json_default); f.write('\n')
     return atomic_write(path, _w)
 
-def _json_default(o):
+def json_default(o, # an object `json` cannot write
+                ):
+    "JSON form of numpy scalars and arrays, tensors and paths (the `default=` of `json.dump`)."
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
     if isinstance(o, np.ndarray): return o.tolist()
@@ -203,7 +205,10 @@ def _prog(func, argv):
     name = Path(sys.argv[0]).name if argv is None and sys.argv and sys.argv[0] else ''
     return name if name and name not in ('-c', '-m') and not name.endswith('.py') else func.__name__
 
-def _cli_call(func, argv=None, prog=None):
+def call_cli(func, # a `fastcore.script.call_parse` function
+             argv:list|None=None, # arguments (None: `sys.argv[1:]`)
+             prog:str|None=None, # the script's name (None: from `sys.argv[0]`)
+            ):
     "Parse `argv` for `func`, call it and return its result; user mistakes exit 2 with one line (see `console_entry`)."
     prog = prog or _prog(func, argv)
     argv = _dashes_to_underscores(sys.argv[1:] if argv is None else argv)
@@ -228,4 +233,4 @@ def console_entry(func, # a `fastcore.script.call_parse` function (its annotatio
                   prog:str|None=None, # the script's name (None: from `sys.argv[0]`, else the function's name)
                  ) -> None:
     "Run `func` as a console script: parse `argv`, call it, exit 0; a user mistake is one line on stderr and exit 2."
-    _cli_call(func, argv, prog)
+    call_cli(func, argv, prog)

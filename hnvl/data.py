@@ -17,8 +17,8 @@ from .core import cache_dir, atomic_write
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'INVERSE', 'TASKS', 'WorldConfig', 'scene_key', 'scene_captions',
            'render_scenes', 'World', 'world_cache_path', 'make_world', 'Task', 'make_task', 'world_tasks',
-           'retrieval_targets', 'HardNegativeDataset', 'ArrayHardNegatives', 'collate_hard_negatives',
-           'CocoHardNegatives']
+           'retrieval_targets', 'HardNegativeDataset', 'check_negatives', 'no_negatives', 'ArrayHardNegatives',
+           'collate_hard_negatives', 'CocoHardNegatives']
 
 # %% ../nbs/05_data.ipynb #5ac2c32e
 COLORS = {'red': (220, 40, 40), 'green': (40, 175, 60), 'blue': (50, 90, 230), 'yellow': (230, 210, 40),
@@ -508,7 +508,11 @@ class HardNegativeDataset(Protocol):
     def __len__(self) -> int: ...
     def __getitem__(self, i:int) -> tuple: ...
 
-def _check_negs(negs, n, name='negs'):
+def check_negatives(negs, # a `hnvl.negatives.Negatives` (types, negatives, mask)
+                    n:int, # the number of captions it must cover
+                    name:str='negs', # argument name for the error messages
+                   ) -> np.ndarray:
+    "The (n, K) bool mask of `negs`, after checking its shapes match `n` captions."
     for a in ('types', 'negatives', 'mask'):
         if not hasattr(negs, a): raise TypeError(f"{name} must be a hnvl.negatives.Negatives (with .{a}), got {type(negs).__name__}")
     mask = np.asarray(negs.mask, dtype=bool); K = len(negs.types)
@@ -518,7 +522,9 @@ def _check_negs(negs, n, name='negs'):
     return mask
 
 # %% ../nbs/05_data.ipynb #07282930
-def _no_negs(n):
+def no_negatives(n:int, # number of captions
+                ):
+    "An empty negatives set (K = 0) for `n` captions, for plain-CLIP data."
     from types import SimpleNamespace
     return SimpleNamespace(types=[], negatives=[[] for _ in range(n)], mask=np.zeros((n, 0), bool))
 
@@ -552,9 +558,9 @@ class ArrayHardNegatives:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be uint8 (n, H, W, 3), got {images.dtype} {images.shape}")
         if len(captions) != len(images): raise ValueError(f"captions must have {len(images)} entries, got {len(captions)}")
-        if negs is None: negs = _no_negs(len(images))
+        if negs is None: negs = no_negatives(len(images))
         self.images, self.captions, self.negs = images, list(captions), negs
-        self.mask = torch.from_numpy(_check_negs(negs, len(images)).copy())
+        self.mask = torch.from_numpy(check_negatives(negs, len(images)).copy())
         self.types = list(negs.types)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1); self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     def __len__(self): return len(self.images)

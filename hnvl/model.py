@@ -14,7 +14,7 @@ import torch
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .core import check_tensor, asset_path, atomic_write, _json_default
+from .core import check_tensor, asset_path, atomic_write, json_default
 
 # %% auto #0
 __all__ = ['TINY', 'register_configs', 'ClipBundle', 'load_state_dict', 'resolve_quick_gelu', 'uses_quick_gelu', 'create_model',
@@ -275,7 +275,7 @@ def save_model(bundle_or_model, # a `ClipBundle`, or a bare open_clip module (th
         name, qg, module = meta.pop("model", None), uses_quick_gelu(model), model
     else: raise TypeError(f"bundle_or_model must be a ClipBundle or torch.nn.Module, got {type(model).__name__}")
     module = unwrap_module(module)
-    try: info = json.loads(json.dumps({"model": name, "quick_gelu": qg, "hnvl_version": __version__, **meta}, default=_json_default))
+    try: info = json.loads(json.dumps({"model": name, "quick_gelu": qg, "hnvl_version": __version__, **meta}, default=json_default))
     except TypeError as e: raise TypeError(f"save_model: metadata is not JSON-serialisable ({e})") from e
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     if path.suffix == ".safetensors":

@@ -18,7 +18,8 @@ __all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'l
            'MaskFiller', 'gen_relation', 'gen_relation_ref', 'gen_adjective', 'gen_noun', 'gen_verb', 'gen_swap_np',
            'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj', 'gen_replace_rel', 'gen_replace_act',
            'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs', 'gen_shuffle_within_trigrams',
-           'gen_shuffle_trigrams', 'Negatives', 'SplitMixRandom', 'make_negatives', 'analyze', 'analyze_spacy']
+           'gen_shuffle_trigrams', 'Negatives', 'check_captions', 'resolve_recipe', 'normalize_caption',
+           'SplitMixRandom', 'make_negatives', 'analyze', 'analyze_spacy']
 
 # %% ../nbs/01_negatives.ipynb #2c974592
 class Lexicon:
@@ -588,7 +589,9 @@ class Negatives:
 # %% ../nbs/01_negatives.ipynb #402c6399
 _BACKENDS = ('lexicon', 'spacy', 'mlm')
 
-def _check_captions(captions):
+def check_captions(captions, # a list (or iterable) of caption strings
+                  ) -> list:
+    "`captions` as a list of strings, or a `TypeError` naming the first bad entry."
     if isinstance(captions, (str, bytes)) or not isinstance(captions, Sequence) and not hasattr(captions, '__iter__'):
         raise TypeError(f"captions must be a list of strings, got {type(captions).__name__}")
     captions = list(captions)
@@ -596,7 +599,11 @@ def _check_captions(captions):
         if not isinstance(c, str): raise TypeError(f"captions[{i}] must be a string, got {type(c).__name__}")
     return captions
 
-def _resolve_recipe(recipe, backend, relation):
+def resolve_recipe(recipe, # a `RECIPES` name or a list of generator names
+                   backend, # 'lexicon' | 'spacy' | 'mlm'
+                   relation, # 'phrase' | 'reference' | None (the backend's default)
+                  ) -> tuple:
+    "(negative types, generator functions) of a recipe."
     if isinstance(recipe, str):
         if recipe not in RECIPES: raise ValueError(f"recipe must be one of {sorted(RECIPES)} or a list of generator names, got {recipe!r}")
         types = list(RECIPES[recipe])
@@ -609,7 +616,9 @@ def _resolve_recipe(recipe, backend, relation):
     gens = [GENERATORS['relation_ref' if (t == 'relation' and rel == 'reference') else t] for t in types]
     return types, gens
 
-def _norm(s): return ' '.join(s.lower().split())
+def normalize_caption(s:str) -> str:
+    "Lower-case `s` with runs of white space folded to one space (captions equal up to case and spacing compare equal)."
+    return ' '.join(s.lower().split())
 
 _LIST_GENS = frozenset((gen_replace_att, gen_replace_obj, gen_replace_rel, gen_replace_act, gen_swap_np))
 
@@ -656,10 +665,10 @@ def make_negatives(captions:Sequence[str], # N captions
                    vocab=None, # restrict word-list replacements: an iterable of words, or {kind: words} (see `Lexicon.restrict`)
                   ) -> Negatives:
     "K hard negatives per caption with `recipe`; `mask` is False (and the string '') where a negative is impossible."
-    captions = _check_captions(captions)
+    captions = check_captions(captions)
     if backend not in _BACKENDS: raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool): raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    types, gens = _resolve_recipe(recipe, backend, relation)
+    types, gens = resolve_recipe(recipe, backend, relation)
     if vocab is not None: lexicon = (lexicon or _default_lexicon()).restrict(vocab)
     lfill = _default_filler() if lexicon is None else ListFiller(lexicon)  # word lists (replace_* and swap_np always use them)
     fill = MaskFiller(fill_mask, rank=rank, mask_token=mask_token) if backend == 'mlm' else lfill
@@ -682,8 +691,8 @@ def make_negatives(captions:Sequence[str], # N captions
             try: out = gens[k](a, rng, fills[k])
             except (IndexError, KeyError, ValueError): out = None  # a generator bug on odd input must not kill a 400k-caption run
             if out:
-                if norm is None: norm = _norm(c)
-                if _norm(out) == norm: out = None
+                if norm is None: norm = normalize_caption(c)
+                if normalize_caption(out) == norm: out = None
             if out: umask[n, k] = True; row.append(out)
             else: row.append('')
         rows.append(row)

@@ -12,7 +12,7 @@ import numpy as np
 from fastcore.script import call_parse, store_true
 
 from .core import atomic_write, load_json, progress_bar
-from .negatives import RECIPES, Negatives, make_negatives, _check_captions, _norm, _resolve_recipe
+from .negatives import RECIPES, Negatives, make_negatives, check_captions, normalize_caption, resolve_recipe
 
 # %% auto #0
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'save_negatives', 'load_negatives', 'import_reference_negatives', 'read_captions',
@@ -27,7 +27,7 @@ def save_negatives(path, # destination (conventionally `*.jsonl.gz`)
                    **meta, # recorded in the header (recipe, backend, seed, source, ...)
                   ) -> Path:
     "Write captions and negatives to a versioned gzip JSON-lines cache (atomic)."
-    captions = _check_captions(captions)
+    captions = check_captions(captions)
     if len(captions) != len(negs): raise ValueError(f"captions has {len(captions)} items but negs has {len(negs)}")
     empty = np.array([[s == '' for s in row] for row in negs.negatives], dtype=bool).reshape(negs.mask.shape)
     if (empty == negs.mask).any(): raise ValueError("negs.mask must be True exactly where the negative string is non-empty")
@@ -91,7 +91,7 @@ def import_reference_negatives(path, # the reference repo's .npy file (a pickled
         for k, key in enumerate(_REF_KEYS):
             s = str(it.get(key, '') or '')
             ok = bool(valid[k]) if k < len(valid) else True
-            ok = ok and s.strip() not in ('', '###') and '<mask>' not in s and _norm(s) != _norm(c)
+            ok = ok and s.strip() not in ('', '###') and '<mask>' not in s and normalize_caption(s) != normalize_caption(c)
             row.append(s if ok else ''); m.append(ok)
         caps.append(c); negs.append(row); mask.append(m)
     return caps, Negatives(list(RECIPES['ceclip']), negs, np.array(mask, dtype=bool).reshape(len(caps), 4))
@@ -139,7 +139,7 @@ def hnvl_negatives(src:str, # COCO captions JSON, a text file (one caption per l
     for s in progress_bar(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
         n = make_negatives(caps[s:s + chunk], recipe=rec, seed=seed, backend=backend, spacy_model=spacy_model, **kw)
         parts.append(n); types = n.types
-    if types is None: types = _resolve_recipe(rec, backend, None)[0]
+    if types is None: types = resolve_recipe(rec, backend, None)[0]
     allneg = Negatives(types, [r for n in parts for r in n.negatives],
                        np.concatenate([n.mask for n in parts]) if parts else np.zeros((0, len(types)), bool))
     p = save_negatives(out, caps, allneg, recipe=recipe, backend=backend, seed=seed, source=str(src), **meta)
