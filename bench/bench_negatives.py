@@ -11,6 +11,7 @@ from hnvl.negatives import make_negatives
 
 ROOT = benchmarks_root()
 caps = [v['caption'] for f in sorted(glob.glob(str(ROOT / 'sugarcrepe' / '*.json'))) for v in json.load(open(f)).values()]
+if not caps: sys.exit(f"bench_negatives: error: no SugarCrepe annotations under {ROOT / 'sugarcrepe'} (set HNVL_BENCHMARKS)")
 TARGET = 20_000
 
 def rate(fn, repeats=3):

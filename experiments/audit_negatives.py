@@ -2,12 +2,13 @@
 exact-edit rate, blind detectability (cross-validated word+char n-gram logistic regression telling captions from their
 negatives; 0.5 = no text-only shortcut) and 30 random examples; SugarCrepe's human-checked negatives as reference.
 Needs scikit-learn (dev extra); spaCy rows need spaCy + an English model. Prints a markdown table (last lines)."""
-import argparse, glob, json, os, random, sys, time
+import argparse, glob, json, random, sys, time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from hnvl.core import benchmarks_root
-from hnvl.negatives import GENERATORS, RECIPES, make_negatives, edit_ok, detectability, lexicon_coverage
+from hnvl.negatives import RECIPES, make_negatives, lexicon_coverage
+from hnvl.audit import edit_ok, detectability
 
 p = argparse.ArgumentParser()
 p.add_argument('--root', default=None, help='benchmark annotations (default: hnvl.core.benchmarks_root())')

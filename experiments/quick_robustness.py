@@ -16,22 +16,12 @@ It prints, per pretrained model and perturbation, `clip` → `ce_clip` on relati
 and the gain's minimum, median and maximum against the threshold `tests/test_demo.py` asserts.
 
     python experiments/quick_robustness.py --pretrain_seeds 0 1 --pretrain_ulp   # the quick profile, 12 perturbed runs
-    python experiments/quick_robustness.py --set finetune_lr=2e-3   # another schedule
+    python experiments/quick_robustness.py --set finetune_steps=1500,finetune_lr=2e-3   # another schedule
 """
 import argparse, json, re, statistics, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-
-
-def _overrides(pairs):
-    "DemoConfig overrides from `key=value` strings (values parsed as JSON where they parse)."
-    out = {}
-    for kv in pairs or []:
-        k, _, v = kv.partition('=')
-        try: out[k] = json.loads(v)
-        except ValueError: out[k] = v
-    return out
 
 
 def _nudge(bundle, seed):
@@ -53,7 +43,8 @@ def _pretrain(dc, seed, ulp, folder):
     if seed == 0 and not ulp: return pretrain(dc, log=lambda *a: None)
     out = Path(folder)/f'pretrain_seed{seed}{"_ulp" if ulp else ""}'
     if (out/'model.pt').exists(): return out/'model.pt'
-    cfg = pretrain_config(dc).replace(seed=seed, out=str(out), resume=True, ckpt_every=250, progress=False)
+    cfg = pretrain_config(dc)
+    cfg = cfg.replace(seed=seed, out=str(out), resume=True, ckpt_every=min(250, cfg.steps), progress=False)
     if ulp: torch.manual_seed(seed)  # the initial weights `fit` would make, nudged
     fit(cfg, model=_nudge(create_model(cfg.model), seed + 1) if ulp else None)
     return out/'model.pt'
@@ -78,16 +69,10 @@ def _finetune(job):
     return dict(job, secs=secs, relation_swap=m['relation_swap'], attribute_swap=m['attribute_swap'])
 
 
-def _clip_score(dc, ckpt):
-    from hnvl.demo import make_benchmarks, evaluate
-    from hnvl.model import create_model
-    return evaluate(create_model('hnvl-tiny', checkpoint=str(ckpt)), make_benchmarks(dc))['relation_swap']
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--out', default='runs/quick_robustness', help='run folder')
-    ap.add_argument('--set', nargs='*', default=[], help='DemoConfig overrides of the quick profile, key=value')
+    ap.add_argument('--set', default=None, help='DemoConfig overrides of the quick profile, "key=value,key=value"')
     ap.add_argument('--config', default='ce_clip', help='the fine-tuning configuration to perturb')
     ap.add_argument('--seeds', type=int, nargs='*', default=[0, 1], help='fine-tuning seeds (the demo\'s threads, no nudge)')
     ap.add_argument('--threads', type=int, nargs='*', default=[1], help='extra seed-0 runs with these thread counts')
@@ -97,15 +82,17 @@ def main(argv=None):
     ap.add_argument('--jobs', type=int, default=1, help='fine-tunes at once (processes)')
     ap.add_argument('--threshold', type=float, default=None, help='gain to compare with (default: tests/test_demo.py\'s)')
     a = ap.parse_args(argv)
-    from hnvl.demo import DemoConfig, job_threads
-    ov = _overrides(a.set)
+    from hnvl.demo import DemoConfig, job_threads, make_benchmarks, evaluate
+    from hnvl.model import create_model
+    from hnvl.train import parse_set
+    ov = parse_set(a.set)
     dc = DemoConfig.make(quick=True, progress=False, **ov)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     pres = [(f'seed{s}', s, False) for s in a.pretrain_seeds] + ([('seed0_ulp', 0, True)] if a.pretrain_ulp else [])
-    ckpts, clip = {}, {}
+    ckpts, clip, benches = {}, {}, make_benchmarks(dc)
     for name, s, ulp in pres:
         t = time.perf_counter(); ckpts[name] = _pretrain(dc, s, ulp, out)
-        clip[name] = _clip_score(dc, ckpts[name])
+        clip[name] = evaluate(create_model('hnvl-tiny', checkpoint=str(ckpts[name])), benches)['relation_swap']
         print(f"pretrained {name}: relation swap {clip[name]:.1f} ({time.perf_counter() - t:.0f} s)", flush=True)
     base = job_threads(dc) or 1   # the threads one fine-tune gets in `hnvl_demo`
     perts = [(f'seed{s}', s, base, False) for s in a.seeds] + [(f'threads{t}', 0, t, False) for t in a.threads]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import store_true
 
-from .core import cache_dir, asset_path, save_json, load_json, benchmarks_root, open_image
+from .core import cache_dir, asset_path, save_json, load_json, open_image, call_cli
 
 # %% auto #0
 __all__ = ['SUGARCREPE_SUBSETS', 'VALSE_INSTRUMENTS', 'LOADERS', 'Item', 'FolderImages', 'ArrayImages', 'item_correct',
@@ -798,7 +798,6 @@ def hnvl_eval(**kwargs, # called from Python: passed to `evaluate_model`; with n
              ):
     "Console entry point `hnvl_eval` (see `evaluate_model` for the options)."
     if kwargs: return evaluate_model(**kwargs)
-    from hnvl.core import call_cli
     return call_cli(evaluate_model, prog='hnvl_eval')
 
 def _cli():

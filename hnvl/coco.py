@@ -40,7 +40,7 @@ def _load_negs(negatives_path):
     "(captions, Negatives) from a cache path, an in-memory `(captions, negs)` pair, or None (K = 0)."
     if negatives_path is None: return None
     if isinstance(negatives_path, tuple): return negatives_path[0], negatives_path[1]
-    from hnvl.negatives import load_negatives
+    from hnvl.negatives_io import load_negatives
     caps, negs, _ = load_negatives(negatives_path)
     return caps, negs
 

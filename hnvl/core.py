@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #4bccddf8
 from __future__ import annotations
-import json, os, random, re, sys, tempfile, traceback
+import inspect, json, os, random, re, sys, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['check_tensor', 'seed_everything', 'cache_dir', 'benchmarks_root', 'asset_path', 'atomic_write', 'save_json',
-           'json_default', 'load_json', 'default_device', 'progress_bar', 'open_image', 'call_cli', 'console_entry']
+           'json_default', 'load_json', 'default_device', 'progress_bar', 'open_image', 'call_cli', 'console_entry',
+           'forward_moved']
 
 # %% ../nbs/00_core.ipynb #d62c32e3
 def check_tensor(x, # the value to check
@@ -141,18 +142,15 @@ def open_image(path, # image file
                max_pixels:int|None=None, # refuse larger images (None: `$HNVL_MAX_IMAGE_PIXELS`, else Pillow's limit; 0: none)
               ):
     "Read an image file as an RGB PIL image; a missing, non-image, truncated or oversized file is an error naming it."
-    import warnings
     from PIL import Image, UnidentifiedImageError
     limit = _max_pixels() if max_pixels is None else max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', Image.DecompressionBombWarning)  # the size check below names the file
-            im = Image.open(path)
+    pillows, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the check below (its limit, its message) replaces Pillow's
+    try: im = Image.open(path)
     except UnidentifiedImageError: raise ValueError(f"{path}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as e: raise ValueError(f"{path}: image too large ({e})") from None
     except (OSError, SyntaxError) as e:
         if getattr(e, 'errno', None) is not None: raise  # missing / unreadable file: its own message names it
         raise ValueError(f"{path}: truncated or corrupt image ({e})") from None
+    finally: Image.MAX_IMAGE_PIXELS = pillows
     with im:
         w, h = im.size
         if limit and w * h > limit:
@@ -195,7 +193,7 @@ def _cli_parser(func, prog):
     from fastcore.script import anno_parser
     p = anno_parser(func, prog)
     p.epilog = "Flags may be written with dashes or underscores (--no-progress, --no_progress)."
-    if 'debug' not in p._option_string_actions and '--debug' not in p._option_string_actions:
+    if '--debug' not in p._option_string_actions:
         p.add_argument('--debug', action='store_true', help='on an error, show the full traceback')
     def error(message): raise _ArgError(message)
     p.error = error  # one line, no usage block (see --help)
@@ -219,7 +217,7 @@ def call_cli(func, # a `fastcore.script.call_parse` function
         try: args = vars(_cli_parser(func, prog).parse_args(argv))
         except _ArgError as e: fail(f"{e} (see {prog} --help)", 2)
         for k in ('pdb', 'xtra'): args.pop(k, None)  # fastcore's own flags
-        if 'debug' not in func.__code__.co_varnames: args.pop('debug', None)
+        if 'debug' not in inspect.signature(func).parameters: args.pop('debug', None)
         return func(**args)
     except KeyboardInterrupt:
         if debug: raise
@@ -234,3 +232,15 @@ def console_entry(func, # a `fastcore.script.call_parse` function (its annotatio
                  ) -> None:
     "Run `func` as a console script: parse `argv`, call it, exit 0; a user mistake is one line on stderr and exit 2."
     call_cli(func, argv, prog)
+
+# %% ../nbs/00_core.ipynb #c0ffee02
+def forward_moved(module:str, # the forwarding module's `__name__`
+                  moved:dict, # {name: the module it moved to}
+                 ) -> tuple:
+    "`(__getattr__, __dir__)` for `module`: a name in `moved` is imported from its new module on first use."
+    import importlib
+    def __getattr__(name):
+        if name in moved: return getattr(importlib.import_module(moved[name]), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    def __dir__(): return sorted(set(vars(sys.modules[module])) | set(moved))
+    return __getattr__, __dir__

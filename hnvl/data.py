@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .core import cache_dir, atomic_write
+from .core import cache_dir, atomic_write, forward_moved
 
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'INVERSE', 'TASKS', 'WorldConfig', 'scene_key', 'scene_captions',
@@ -597,9 +597,4 @@ def collate_hard_negatives(batch:list, # samples `(image, caption, negatives, ma
 _MOVED = {n: 'hnvl.coco' for n in ('CocoHardNegatives', '_read_coco', '_load_negs', '_align_negs')}
 _all_ = ['CocoHardNegatives']  # `from hnvl.data import *` still provides it
 
-def __getattr__(name):
-    "Names moved out of `hnvl.data`, imported from their new module on first use."
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = forward_moved(__name__, _MOVED)

@@ -30,7 +30,7 @@ DEMO_WORLDS = dict(
 # %% ../nbs/09_demo.ipynb #4702ddae
 @dataclass
 class DemoConfig:
-    "Sizes and recipe of the demo; `DemoConfig.make(quick=True)` is the ≤ 5-minute profile."
+    "Sizes and recipe of the demo; `DemoConfig.make(quick=True)` is the quick profile (`QUICK`)."
     out: str = 'runs/demo' # output folder
     seeds: int = 1 # fine-tuning seeds (data order and negative sampling); the report gives mean ± std
     configs: tuple = tuple(LOSS_CONFIGS) # fine-tuning configurations (keys of `LOSS_CONFIGS`)
@@ -60,9 +60,9 @@ class DemoConfig:
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1: raise ValueError(f"jobs must be an int >= 1, got {self.jobs!r}")
 
     @classmethod
-    def make(cls, quick:bool=False, # the ≤ 5-minute profile
+    def make(cls, quick:bool=False, # the quick profile (`QUICK`)
              **overrides) -> 'DemoConfig':
-        "The default (≤ 25 min on 2 cores) or quick profile, with `overrides`."
+        "The default (14–25 min on 2 cores) or quick (~5.5 min) profile, with `overrides`."
         kw = dict(QUICK) if quick else {}
         kw.update(overrides)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -376,7 +376,7 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
 # %% ../nbs/09_demo.ipynb #0f9467d2
 @call_parse
 def hnvl_demo(out:str='runs/demo', # output folder
-              quick:bool=False, # the ≤ 5-minute profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64)
+              quick:bool=False, # the quick profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64; ~5.5 min on 2 cores)
               world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default) or 'binding'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
               configs:str=None, # comma-separated subset of the configurations

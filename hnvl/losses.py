@@ -104,8 +104,6 @@ def own_similarities(img:torch.Tensor, # (N, D) image features
     si = logit_scale * img
     return (si * txt).sum(-1), (si[:, None, :] * neg).sum(-1)  # broadcast-multiply: ~5x faster than einsum's bmm (CPU)
 
-_own_sims = own_similarities  # the former private name
-
 # %% ../nbs/02_losses.ipynb #73e1868f
 CMR_REDUCTIONS = ('all', 'valid')
 
@@ -174,7 +172,7 @@ class HardNegativeLoss:
                  cmr:bool=True, # cross-modal rank term
                  lambda_imc:float=0.3, # weight of IMC
                  lambda_cmr:float=0.2, # weight of CMR
-                 threshold=None, # AdaptiveThreshold / FixedThreshold / a number (fixed θ); None: AdaptiveThreshold(K)
+                 threshold=None, # AdaptiveThreshold / FixedThreshold / a number (fixed θ); None: AdaptiveThreshold(K) at the first call
                  hard_negatives:bool=True, # False: plain CLIP loss, negatives ignored
                  imc_variant:str='ceclip', # one of `IMC_VARIANTS`
                  distributed:bool=False, # all-gather the batch over processes first

@@ -254,8 +254,6 @@ def unwrap_module(m:torch.nn.Module, # a module, maybe wrapped (in any nesting) 
         elif isinstance(m, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)): m = m.module
         else: return m
 
-_unwrap_module = unwrap_module  # the earlier private name, kept as an alias for one release
-
 # %% ../nbs/04_model.ipynb #f6e6ec0e
 def save_model(bundle_or_model, # a `ClipBundle`, or a bare open_clip module (then pass `model="<arch name>"` in meta)
                path, # destination: .pt, .pth, .bin or .safetensors

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .core import asset_path
+from .core import asset_path, forward_moved
 
 # %% auto #0
 __all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'lexicon_coverage', 'article_for', 'ListFiller',
@@ -19,7 +19,9 @@ __all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'l
            'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj', 'gen_replace_rel', 'gen_replace_act',
            'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs', 'gen_shuffle_within_trigrams',
            'gen_shuffle_trigrams', 'Negatives', 'check_captions', 'resolve_recipe', 'normalize_caption',
-           'SplitMixRandom', 'make_negatives', 'analyze', 'analyze_spacy']
+           'SplitMixRandom', 'make_negatives', 'analyze', 'analyze_spacy', 'FORMAT', 'FORMAT_VERSION', 'save_negatives',
+           'load_negatives', 'import_reference_negatives', 'read_captions', 'hnvl_negatives', 'edit_ok',
+           'detectability']
 
 # %% ../nbs/01_negatives.ipynb #2c974592
 class Lexicon:
@@ -772,11 +774,6 @@ _MOVED = {**dict.fromkeys(('FORMAT', 'FORMAT_VERSION', 'save_negatives', 'load_n
                            'read_captions', 'hnvl_negatives', '_cli'), 'hnvl.negatives_io'),
           **dict.fromkeys(('edit_ok', 'detectability'), 'hnvl.audit')}
 
-def __getattr__(name):
-    "Forward a name that moved out of `hnvl.negatives` to its new module (imported on first use)."
-    if name in _MOVED:
-        import importlib
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module 'hnvl.negatives' has no attribute {name!r}")
-
-def __dir__(): return sorted(set(globals()) | set(_MOVED))
+_all_ = ['FORMAT', 'FORMAT_VERSION', 'save_negatives', 'load_negatives', 'import_reference_negatives', 'read_captions',
+         'hnvl_negatives', 'edit_ok', 'detectability']  # `from hnvl.negatives import *` still provides them
+__getattr__, __dir__ = forward_moved(__name__, _MOVED)

@@ -27,7 +27,7 @@ from .data import WorldConfig, make_world, ArrayHardNegatives, CocoHardNegatives
 __all__ = ['PRESETS', 'LOSS_CONFIGS', 'CHECKPOINT_KEYS', 'RESUME_FIELDS', 'TrainConfig', 'param_groups', 'make_optimizer',
            'lr_lambda', 'make_threshold', 'make_loss', 'EpochBatchSampler', 'CachedTokenizer', 'make_dataset',
            'batches', 'NonFiniteLossError', 'train_step', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'find_checkpoint', 'RunFolderInUse', 'RunLock', 'fit', 'hnvl_train']
+           'find_checkpoint', 'RunFolderInUse', 'RunLock', 'fit', 'hnvl_train', 'parse_set']
 
 # %% ../nbs/06_train.ipynb #286e627e
 @dataclass
@@ -329,9 +329,10 @@ def train_step(model, # open_clip CLIP (train mode)
         keep = torch.cat([mask.new_ones(n), mask.reshape(-1)]).nonzero().squeeze(1)  # captions and valid negatives only
         kept = encode_texts(model, texts[keep]).float()
     img = img.float()
-    for what, x in (('image features', img), ('text features', kept)):  # a sum is finite when every entry is (cheap)
-        if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x.detach()).all()):
-            raise NonFiniteLossError(f"non-finite {what} (NaN or inf: the forward pass overflowed)")
+    finite = torch.isfinite(torch.stack([img.detach().sum(), kept.detach().sum()])).tolist()  # one host sync
+    if not all(finite):  # unit-norm features: their sum is finite exactly when every entry is
+        what = ' and '.join(w for w, ok in zip(('image features', 'text features'), finite) if not ok)
+        raise NonFiniteLossError(f"non-finite {what} (NaN or inf: the forward pass overflowed)")
     # a masked negative stays 0: every loss term masks it out
     txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
@@ -340,7 +341,8 @@ def train_step(model, # open_clip CLIP (train mode)
     if scaler is None:  # disabled: scale/unscale_/update do nothing, step = opt.step()
         scaler = torch.amp.GradScaler(dev.type, enabled=False)
     scaler.scale(out['loss']).backward()
-    terms = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in out.items()}
+    vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=dev).detach() for v in out.values()]).tolist()
+    terms = dict(zip(out, vals))  # one host sync for every term
     if not math.isfinite(terms['loss']):  # every process computed the same global loss: all of them stop here
         opt.zero_grad(set_to_none=True)
         bad = ', '.join(f"{k}={v}" for k, v in terms.items() if not math.isfinite(v))
@@ -499,6 +501,10 @@ class RunLock:
         os.close(self.fd); self.fd = None
 
 # %% ../nbs/06_train.ipynb #e42e867a
+def _os_error(e:OSError, msg:str) -> OSError:
+    "An `OSError` with `e`'s errno (when it has one) and the message `msg`."
+    return OSError(e.errno, msg) if e.errno else OSError(msg)
+
 def _check_writable(folder:Path):
     "Create `folder` and write a probe file there; an `OSError` naming the folder if either fails."
     probe = folder/f'.hnvl_write_probe.{os.getpid()}'
@@ -506,8 +512,7 @@ def _check_writable(folder:Path):
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(bytes(65536))
     except OSError as e:
-        msg = f"output folder {str(folder)!r} is not writable ({e.strerror or e})"
-        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+        raise _os_error(e, f"output folder {str(folder)!r} is not writable ({e.strerror or e})") from e
     finally:
         try: probe.unlink()
         except OSError: pass
@@ -561,29 +566,27 @@ def _fit(cfg, model, out, world, rank, main):
     tok = CachedTokenizer(bundle.tokenizer) if cfg.data == 'shapes' else bundle.tokenizer
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
     last, t0, n0 = {}, time.perf_counter(), step
-    bar = progress_bar(total=end, initial=step, disable=not (cfg.progress and main), desc=out.name, leave=False)
-    for batch in batches(ds, sampler, tok, cfg):
-        if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
-        lr = opt.param_groups[0]['lr']
-        try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
-        except NonFiniteLossError as e:
-            bar.close()
-            raise NonFiniteLossError(_nonfinite_message(e, step + 1, batch['index'], last_ckpt), e.terms) from None
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == end:
-            last = _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types,
-                                samples=(step - n0) * cfg.batch_size, seconds=time.perf_counter() - t0)
-            if main:
-                with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
-            bar.set_postfix(loss=f"{terms['loss']:.3f}")
-            t0, n0 = time.perf_counter(), step
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
-            if main:
-                _write_checkpoint(ckpt_path, (net, opt, sched, scaler, loss_fn), step, cfg, types, last_ckpt, bar)
-                last_ckpt = (ckpt_path, step)
-            if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
-    bar.close()
+    with progress_bar(total=end, initial=step, disable=not (cfg.progress and main), desc=out.name, leave=False) as bar:
+        for batch in batches(ds, sampler, tok, cfg):
+            if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
+            lr = opt.param_groups[0]['lr']
+            try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
+            except NonFiniteLossError as e:
+                raise NonFiniteLossError(_nonfinite_message(e, step + 1, batch['index'], last_ckpt), e.terms) from None
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == end:
+                last = _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types,
+                                    samples=(step - n0) * cfg.batch_size, seconds=time.perf_counter() - t0)
+                if main:
+                    with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
+                bar.set_postfix(loss=f"{terms['loss']:.3f}")
+                t0, n0 = time.perf_counter(), step
+            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+                if main:
+                    _write_checkpoint(ckpt_path, (net, opt, sched, scaler, loss_fn), step, cfg, types, last_ckpt)
+                    last_ckpt = (ckpt_path, step)
+                if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
     res = dict(last, out=str(out), checkpoint=str(ckpt_path), step=step, total=total, types=types, bundle=bundle)
     if step >= total:
         if main: save_model(bundle, out/'model.pt', config=asdict(cfg))
@@ -602,8 +605,7 @@ def _open_run_folder(cfg, out, main):
         os.replace(ckpt_path, out/'checkpoint.unusable.pt')
         _log(f"moved the unusable {str(ckpt_path)!r} to {str(out/'checkpoint.unusable.pt')!r}")
     if main:  # temporary files of a killed run (nobody else writes here: we hold the lock)
-        for name in ('checkpoint.pt', 'metrics.jsonl', 'config.json', 'model.pt'):
-            for f in out.glob(f'.{name}.*.tmp'): f.unlink(missing_ok=True)
+        for f in out.glob('.*.tmp'): f.unlink(missing_ok=True)
     return found
 
 def _run_length(cfg, n):
@@ -653,16 +655,15 @@ def _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types, samples, secon
     if thr is not None: row.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
     return row
 
-def _write_checkpoint(path, state, step, cfg, types, last_ckpt, bar):
+def _write_checkpoint(path, state, step, cfg, types, last_ckpt):
     "`save_checkpoint` at `step`; a failed write (a full disk) is an `OSError` naming the file, the step, what is kept."
     try:  # a fresh run's first checkpoint keeps nothing an earlier run left in the folder
         save_checkpoint(path, *state, step, cfg, types, keep_previous=last_ckpt is not None)
     except OSError as e:
-        bar.close()
         msg = (f"could not write checkpoint {str(path)!r} at step {step} ({e.strerror or e}); "
                + (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is intact"
                   if last_ckpt else "no checkpoint was written before"))
-        raise (OSError(e.errno, msg) if e.errno else OSError(msg)) from e
+        raise _os_error(e, msg) from e
 
 def _nonfinite_message(e, step, index, last_ckpt):
     "The diagnostic of a non-finite loss: terms, step, the batch's caption indices, the checkpoint kept."
@@ -703,7 +704,7 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
     if loss is not None:
         if loss not in LOSS_CONFIGS: raise ValueError(f"loss must be one of {sorted(LOSS_CONFIGS)}, got {loss!r}")
         kw.update(LOSS_CONFIGS[loss])
-    kw.update(_parse_set(set))
+    kw.update(parse_set(set))
     if resume: kw['resume'] = True
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.distributed.is_initialized():  # launched by torchrun
         torch.distributed.init_process_group('nccl' if torch.cuda.is_available() and device != 'cpu' else 'gloo')
@@ -717,7 +718,9 @@ def _cli():
     console_entry(hnvl_train)
 
 # %% ../nbs/06_train.ipynb #12933af6
-def _parse_set(s:str|None) -> dict:
+def parse_set(s:str|None, # 'key=value,key=value' (or ';'-separated); values read as JSON where they parse
+             ) -> dict:
+    "The `--set` overrides of a command line as a dict."
     if not s: return {}
     out = {}
     for kv in s.split(';') if ';' in s else s.split(','):

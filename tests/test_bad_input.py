@@ -11,7 +11,7 @@ from PIL import Image
 from hnvl.core import console_entry, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {'hnvl_train': 'hnvl.train', 'hnvl_eval': 'hnvl.benchmarks', 'hnvl_negatives': 'hnvl.negatives',
+SCRIPTS = {'hnvl_train': 'hnvl.train', 'hnvl_eval': 'hnvl.benchmarks', 'hnvl_negatives': 'hnvl.negatives_io',
            'hnvl_demo': 'hnvl.demo'}
 
 
@@ -100,10 +100,10 @@ def test_help_lists_the_scripts_own_options(script, monkeypatch, capsys):
 
 @pytest.mark.parametrize('flag', ['--spacy-model', '--spacy_model'])
 def test_dashed_and_underscored_flags(files, flag, tmp_path):
-    from hnvl.negatives import hnvl_negatives, load_negatives
+    from hnvl.negatives_io import hnvl_negatives, load_negatives
     out = tmp_path/'n.jsonl.gz'
     argv = [str(files/'caps.txt'), str(out), flag, 'none', '--quiet', '--chunk', '1']
-    assert console_entry(hnvl_negatives, argv) is None
+    console_entry(hnvl_negatives, argv)  # exits only on an error
     assert load_negatives(out)[0] == ['a dog on a red sofa', 'a cat under a wooden table']
 
 
@@ -147,6 +147,15 @@ def test_huge_image_allowed_when_asked(images, monkeypatch):
     assert open_image(images/'huge.png').size == (10_000, 10_000)
 
 
+def test_hnvl_limit_replaces_pillows(images, monkeypatch):
+    "HNVL_MAX_IMAGE_PIXELS=0 lifts the limit even past twice Pillow's own, where Pillow alone refuses to open the file."
+    from PIL import Image
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 10**7)  # Pillow alone: an error over 2e7 pixels
+    monkeypatch.setenv('HNVL_MAX_IMAGE_PIXELS', '0')
+    assert open_image(images/'huge.png').size == (10_000, 10_000)
+    assert Image.MAX_IMAGE_PIXELS == 10**7  # Pillow's setting is restored
+
+
 def test_coco_dataset_bad_image_names_it(tmp_path, images):
     from hnvl.core import save_json
     from hnvl.data import CocoHardNegatives
@@ -181,7 +190,8 @@ def test_benchmark_record_missing_key_names_file_record_and_key(tmp_path):
 def test_negatives_cache_mismatches(tmp_path):
     from hnvl.core import save_json
     from hnvl.data import CocoHardNegatives
-    from hnvl.negatives import load_negatives, make_negatives, save_negatives
+    from hnvl.negatives import make_negatives
+    from hnvl.negatives_io import load_negatives, save_negatives
     caps = ['a dog on a red sofa', 'a cat under a wooden table']
     p = save_negatives(tmp_path/'n.jsonl.gz', caps, make_negatives(caps), recipe='ceclip')
     with pytest.raises(ValueError, match="built with recipe 'ceclip', expected 'negclip'"):

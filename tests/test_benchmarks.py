@@ -1,5 +1,5 @@
 "Tests of hnvl.benchmarks: real annotation counts, scoring rules with oracle scores, end-to-end scoring on CPU."
-import dataclasses, json, os, shutil
+import dataclasses, json
 from pathlib import Path
 
 import numpy as np

@@ -289,7 +289,7 @@ def pre(im): return torch.from_numpy(np.array(im.resize((32, 32)))).permute(2, 0
 
 def negs_source(tmp_path, caps):
     "A negatives cache written by hnvl.negatives when it is there, else the in-memory pair CocoHardNegatives accepts."
-    try: from hnvl.negatives import save_negatives, Negatives
+    try: from hnvl.negatives_io import save_negatives; from hnvl.negatives import Negatives
     except ImportError: return (caps, fake_negs(caps))
     n = fake_negs(caps)
     return save_negatives(tmp_path / 'negs.jsonl.gz', caps, Negatives(n.types, n.negatives, n.mask), source='test')

@@ -113,7 +113,8 @@ def test_fit_on_a_tiny_coco_folder(tmp_path):
     "The COCO path (DataLoader + collate_hard_negatives + preprocess_train) on a COCO-format folder written here."
     import numpy as np
     from PIL import Image
-    from hnvl.negatives import make_negatives, save_negatives
+    from hnvl.negatives import make_negatives
+    from hnvl.negatives_io import save_negatives
     rng = np.random.default_rng(0)
     (tmp_path/'img').mkdir()
     caps = ['a dog on a red sofa', 'a cat under a wooden table', 'two men riding brown horses', 'a woman holding a blue umbrella',

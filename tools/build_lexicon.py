@@ -11,8 +11,6 @@ derived by tagging a *build* split (VALSE captions + captions of the first 2,500
 import argparse, collections, glob, json, re, sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from hnvl.core import benchmarks_root
 
 NOUNS = {  # supercategory -> singular nouns (multiword allowed); plural forms are generated + overrides
  'person': "man woman boy girl child kid baby toddler lady guy gentleman person player skier snowboarder surfer skateboarder "
@@ -246,7 +244,11 @@ ap.add_argument('out', help='output JSON (hnvl/assets/lexicon.json)')
 ap.add_argument('--root', default=None, help='benchmark annotations root (default: hnvl.core.benchmarks_root())')
 ap.add_argument('--reuse_pos', action='store_true', help="keep the 'pos' table of the existing OUT file instead of re-tagging with spaCy")
 args = ap.parse_args()
-root = Path(args.root) if args.root else benchmarks_root()
+if args.root: root = Path(args.root)
+else:  # hnvl (which imports torch) only when the folder must be found
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from hnvl.core import benchmarks_root
+    root = benchmarks_root()
 if args.reuse_pos: pos, nbuild = json.loads(Path(args.out).read_text(encoding='utf-8'))['pos'], None
 else: pos, nbuild = tag_build_split(root)
 lex = dict(version=1, nouns=nouns, plural_only=sorted(pl_only), collective=sorted(set(COLLECTIVE.split())),
