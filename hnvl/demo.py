@@ -18,12 +18,14 @@ from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
 __all__ = ['DEMO_WORLDS', 'QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks',
-           'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'theta_summary', 'report', 'hnvl_demo']
+           'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'separation_arrays', 'write_separation',
+           'read_separation', 'snapshot_run', 'report', 'theta_summary', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #dc739216
 DEMO_WORLDS = dict(
+    # few in-batch relation collisions
     relations=dict(colors=tuple(COLORS), shapes=tuple(SHAPES), sizes=tuple(SIZES), varied_wording=False,
-                   outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0), # few in-batch relation collisions
+                   outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0),
     binding=dict(), # the default `WorldConfig`: attribute binding not free
 )
 
@@ -34,7 +36,8 @@ class DemoConfig:
     out: str = 'runs/demo' # output folder
     seeds: int = 1 # fine-tuning seeds (data order and negative sampling); the report gives mean ± std
     configs: tuple = tuple(LOSS_CONFIGS) # fine-tuning configurations (keys of `LOSS_CONFIGS`)
-    world: dict = field(default_factory=lambda: dict(DEMO_WORLDS['relations'])) # `hnvl.data.WorldConfig` overrides, or a `DEMO_WORLDS` name
+    # `hnvl.data.WorldConfig` overrides, or a `DEMO_WORLDS` name
+    world: dict = field(default_factory=lambda: dict(DEMO_WORLDS['relations']))
     n_train: int = 10_000 # training scenes
     pretrain_steps: int = 2000 # plain-CLIP pretraining steps
     pretrain_lr: float = 1e-3 # pretraining peak learning rate
@@ -46,18 +49,18 @@ class DemoConfig:
     finetune: dict = field(default_factory=dict) # extra `TrainConfig` overrides for every fine-tune
     n_per_task: int = 500 # items per evaluation task
     eval_seed: int = 1 # seed of the evaluation tasks (a split disjoint from training)
-    variants: dict = field(default_factory=dict) # extra named configurations {name: TrainConfig overrides}, run after `configs`
+    # extra named configurations {name: TrainConfig overrides}, run after `configs`
+    variants: dict = field(default_factory=dict)
     device: str|None = None # 'cpu' | 'cuda' | None (cuda if visible)
     num_threads: int|None = 2 # torch CPU threads
-    jobs: int = 2 # fine-tunes run at once on a CPU, each in its own process with `num_threads // jobs` threads (1: one after another, in this process)
+    # fine-tunes run at once on a CPU, each in its own process with `num_threads // jobs` threads
+    # (1: one after another, in this process)
+    jobs: int = 2
     progress: bool = True # tqdm bars
 
     def __post_init__(self):
-        if isinstance(self.world, str):   # a `DEMO_WORLDS` name
-            if self.world not in DEMO_WORLDS: raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, got {self.world!r}")
-            self.world = dict(DEMO_WORLDS[self.world])
-        if not isinstance(self.world, dict): raise ValueError(f"world must be a DEMO_WORLDS name or a dict of WorldConfig overrides, got {type(self.world).__name__}")
-        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1: raise ValueError(f"jobs must be an int >= 1, got {self.jobs!r}")
+        self.world = _demo_world(self.world)
+        _check_jobs(self.jobs)
 
     @classmethod
     def make(cls, quick:bool=False, # the quick profile (`QUICK`)
@@ -70,23 +73,45 @@ class DemoConfig:
         if bad: raise ValueError(f"unknown DemoConfig field(s) {bad}")
         return cls(**kw)
 
-# The method alone, at the demo's two threads, past the steep part of its learning curve (1,000 steps stop there:
-# the verdict then moves with the CPU's rounding; see the Status section and `experiments/quick_robustness.py`).
+# %% ../nbs/09_demo.ipynb #ff0fb279
+# The method alone, at the demo's two threads, past the steep part of its learning curve (1,000 steps stop
+# there: the verdict then moves with the CPU's rounding; see the Status section and
+# `experiments/quick_robustness.py`).
 QUICK = dict(configs=('ce_clip',), jobs=1, finetune_steps=1500, finetune_batch_size=64, n_per_task=500)
+
+# %% ../nbs/09_demo.ipynb #4de6dd31
+def _demo_world(world):
+    "The `WorldConfig` overrides that `DemoConfig.world` names (a `DEMO_WORLDS` key) or holds (a dict)."
+    if isinstance(world, str):   # a `DEMO_WORLDS` name
+        if world not in DEMO_WORLDS:
+            raise ValueError(f"world must be one of {list(DEMO_WORLDS)} or a dict of WorldConfig overrides, "
+                             f"got {world!r}")
+        world = dict(DEMO_WORLDS[world])
+    if not isinstance(world, dict):
+        raise ValueError(f"world must be a DEMO_WORLDS name or a dict of WorldConfig overrides, "
+                         f"got {type(world).__name__}")
+    return world
+
+def _check_jobs(jobs):
+    "Raise unless `jobs` (fine-tunes at once) is an int >= 1."
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be an int >= 1, got {jobs!r}")
 
 # %% ../nbs/09_demo.ipynb #9ad9be28
 def pretrain_config(dc:DemoConfig, # the demo's config
                    ) -> TrainConfig:
     "The plain-CLIP pretraining run of the demo."
-    return TrainConfig.preset('shapes', world=dict(dc.world), n_train=dc.n_train, steps=dc.pretrain_steps, lr=dc.pretrain_lr,
-                              batch_size=dc.batch_size, warmup=dc.warmup, hard_negatives=False, seed=0,
-                              num_threads=dc.num_threads, progress=dc.progress, log_every=25, device=dc.device)
+    return TrainConfig.preset('shapes', world=dict(dc.world), n_train=dc.n_train, steps=dc.pretrain_steps,
+                              lr=dc.pretrain_lr, batch_size=dc.batch_size, warmup=dc.warmup,
+                              hard_negatives=False, seed=0, num_threads=dc.num_threads, progress=dc.progress,
+                              log_every=25, device=dc.device)
 
 def config_hash(cfg:TrainConfig, # a training config
                ) -> str:
     "Short hash of everything in `cfg` that changes the trained weights (not the output folder or logging)."
     from hnvl import __version__
-    d = {k: v for k, v in asdict(cfg).items() if k not in ('out', 'progress', 'log_every', 'ckpt_every', 'num_threads', 'resume', 'stop_after', 'device')}
+    skip = ('out', 'progress', 'log_every', 'ckpt_every', 'num_threads', 'resume', 'stop_after', 'device')
+    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
     return hashlib.sha1(json.dumps([d, __version__], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../nbs/09_demo.ipynb #5135483b
@@ -98,24 +123,20 @@ def pretrain(dc:DemoConfig, # the demo's config
     folder = cache_dir('pretrained', config_hash(cfg))
     path = folder/'model.pt'
     if path.exists():
-        log(f"pretrained CLIP: cached {path}"); return path
+        log(f"pretrained CLIP: cached {path}")
+        return path
     log(f"pretraining tiny CLIP ({cfg.steps} steps, plain CLIP loss) -> {folder}")
     fit(cfg.replace(out=str(folder), resume=True))
     return path
 
 # %% ../nbs/09_demo.ipynb #56e015dc
-def _flatten_result(name, res):
-    "{task: value in %} from one benchmark `Result` (accuracy = micro `acc`; retrieval = R@1 both ways)."
-    m = res.metrics
-    if name == 'retrieval': return {'retrieval_i2t_r1': float(m['i2t_R@1']), 'retrieval_t2i_r1': float(m['t2i_R@1'])}
-    return {name: float(m['acc'])}
-
 def evaluate(bundle, # `hnvl.model.ClipBundle`
              benches:dict, # {task name: Benchmark} from `make_benchmarks`
             ) -> dict:
     "{task: accuracy} of `bundle` on every benchmark."
     from hnvl.benchmarks import score
-    bundle.model.eval(); out = {}
+    bundle.model.eval()
+    out = {}
     with torch.no_grad():
         for name, b in benches.items(): out.update(_flatten_result(name, score(bundle, b)))
     return out
@@ -128,18 +149,22 @@ def make_benchmarks(dc:DemoConfig, # the demo's config
     tasks = world_tasks(WorldConfig(**dc.world), n_per_task=dc.n_per_task, seed=dc.eval_seed)
     return {name: from_task(t) for name, t in tasks.items()}
 
-# %% ../nbs/09_demo.ipynb #916404e1
-def _mean_std(vals):
-    a = np.array(vals, dtype=float)
-    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+def _flatten_result(name, res):
+    "{task: value in %} from one benchmark `Result` (accuracy = micro `acc`; retrieval = R@1 both ways)."
+    m = res.metrics
+    if name == 'retrieval':
+        return {'retrieval_i2t_r1': float(m['i2t_R@1']), 'retrieval_t2i_r1': float(m['t2i_R@1'])}
+    return {name: float(m['acc'])}
 
+# %% ../nbs/09_demo.ipynb #916404e1
 def _parallel(dc:DemoConfig) -> bool:
     "Whether fine-tunes run `dc.jobs` at a time in their own processes (CPU only)."
     return dc.jobs > 1 and not (dc.device or default_device()).startswith('cuda')
 
 def job_threads(dc:DemoConfig, # the demo's config
                ) -> int|None:
-    "Torch threads of one fine-tune: the demo's threads shared by `dc.jobs` processes on a CPU (so a run's numbers do not depend on how many run beside it)."
+    "Torch threads of one fine-tune: on a CPU, the demo's threads shared by its `dc.jobs` processes."
+    # so a run's numbers do not depend on how many run beside it
     if not _parallel(dc): return dc.num_threads
     return max(1, (dc.num_threads or torch.get_num_threads()) // dc.jobs)
 
@@ -149,11 +174,144 @@ def finetune_config(dc:DemoConfig, # the demo's config
                     seed:int, # fine-tuning seed
                     out, # run folder
                    ) -> TrainConfig:
-    "The fine-tuning run of one configuration and seed: the `shapes` preset, the demo's sizes, `dc.finetune`, then `recipe`."
-    return TrainConfig.preset('shapes', out=str(out), checkpoint=str(ckpt), world=dict(dc.world), n_train=dc.n_train,
-                              steps=dc.finetune_steps, lr=dc.finetune_lr, batch_size=dc.finetune_batch_size or dc.batch_size,
-                              warmup=dc.warmup, seed=seed, num_threads=job_threads(dc), progress=dc.progress,
-                              device=dc.device).replace(**dc.finetune).replace(**recipe)
+    "The fine-tuning run of one configuration and seed: `shapes` preset, demo sizes, `dc.finetune`, `recipe`."
+    batch_size = dc.finetune_batch_size or dc.batch_size
+    cfg = TrainConfig.preset('shapes', out=str(out), checkpoint=str(ckpt), world=dict(dc.world),
+                             n_train=dc.n_train, steps=dc.finetune_steps, lr=dc.finetune_lr,
+                             batch_size=batch_size, warmup=dc.warmup, seed=seed, num_threads=job_threads(dc),
+                             progress=dc.progress, device=dc.device)
+    return cfg.replace(**dc.finetune).replace(**recipe)
+
+# %% ../nbs/09_demo.ipynb #0a99b493
+def run_demo(dc:DemoConfig, # the demo's config
+             log=print, # progress messages
+            ) -> dict:
+    "Pretrain (cached), fine-tune every configuration for every seed, evaluate, write metrics, report and plots."
+    from hnvl.model import create_model
+    out = Path(dc.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if dc.num_threads: torch.set_num_threads(dc.num_threads)
+    recipes = _recipes(dc)
+    dev, threads0 = dc.device or default_device(), torch.get_num_threads()
+    t0, timings = time.perf_counter(), {}
+    ckpt = pretrain(dc, log)
+    timings['pretrain_s'] = time.perf_counter() - t0
+    t = time.perf_counter()
+    benches = make_benchmarks(dc)
+    timings['tasks_s'] = time.perf_counter() - t
+    t = time.perf_counter()
+    runs = {'clip': [evaluate(create_model('hnvl-tiny', checkpoint=ckpt, device=dev), benches)]}
+    log(f"clip: {_fmt(runs['clip'][0])}")
+    timings.update(eval_s=time.perf_counter() - t, finetune_s={})
+    cfgs = {(name, seed): finetune_config(dc, ckpt, recipe, seed, out/'runs'/name/f'seed{seed}')
+            for name, recipe in recipes.items() for seed in range(dc.seeds)}
+    results = {}
+    def done(key, model, secs):   # score one finished fine-tune (a model or its checkpoint)
+        timings['finetune_s'][f'{key[0]}/seed{key[1]}'] = secs
+        t = time.perf_counter()
+        torch.set_num_threads(dc.num_threads or threads0)  # an in-process fit set its own
+        if isinstance(model, (str, Path)): model = create_model(cfgs[key].model, checkpoint=model, device=dev)
+        results[key] = evaluate(model, benches)
+        timings['eval_s'] += time.perf_counter() - t
+        log(f"{key[0]} seed {key[1]} ({secs:.0f} s): {_fmt(results[key])}")
+    t = time.perf_counter()
+    if _parallel(dc) and len(cfgs) > 1: _run_parallel(cfgs, dc.jobs, done, dc.progress)
+    else:
+        for key, cfg in cfgs.items():
+            s = time.perf_counter()
+            res = fit(cfg)
+            done(key, res['bundle'], time.perf_counter() - s)
+    timings['finetune_wall_s'] = time.perf_counter() - t
+    for name in recipes: runs[name] = [results[(name, seed)] for seed in range(dc.seeds)]
+    return _write_run(out, dc, ckpt, list(recipes), runs, timings, t0, log)
+
+# %% ../nbs/09_demo.ipynb #0d615c93
+def _write_run(out, dc, ckpt, names, runs, timings, t0, log):
+    "Mean and std over seeds, then the run's separation, metrics, runs.json, plots and report."
+    tasks = list(runs['clip'][0])
+    metrics = {c: {k: _mean_std([r[k] for r in rs])[0] for k in tasks} for c, rs in runs.items()}
+    stds = {c: {k: _mean_std([r[k] for r in rs])[1] for k in tasks} for c, rs in runs.items()}
+    t = time.perf_counter()
+    seed0 = {name: out/'runs'/name/'seed0'/'model.pt' for name in names}
+    write_separation(out, dc, {'clip': ckpt, **{k: v for k, v in seed0.items() if v.exists()}})
+    timings['separation_s'] = time.perf_counter() - t
+    timings['total_s'] = time.perf_counter() - t0
+    save_json(metrics, out/'metrics.json')
+    save_json(stds, out/'metrics_std.json')
+    save_json(dict(config=asdict(dc), pretrained=str(ckpt), runs=runs, timings=timings), out/'runs.json')
+    plots = write_plots(out, metrics, stds, dc)
+    (out/'report.md').write_text(report(metrics, stds, dc, timings, plots, theta_summary(out, names)))
+    log(f"wrote {out/'metrics.json'}, {out/'report.md'} ({timings['total_s']:.0f} s)")
+    return dict(metrics=metrics, std=stds, timings=timings, out=str(out))
+
+def _mean_std(vals):
+    a = np.array(vals, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+def _fmt(d): return ' '.join(f"{k}={v:.3f}" for k, v in d.items())
+
+# %% ../nbs/09_demo.ipynb #7a40d485
+def _recipes(dc):
+    "{name: `TrainConfig` overrides} of `dc.configs` (each a `LOSS_CONFIGS` key), then of `dc.variants`."
+    recipes = {c: LOSS_CONFIGS.get(c) for c in dc.configs}
+    for c, r in recipes.items():
+        if r is None: raise ValueError(f"configs: {c!r} is not one of {sorted(LOSS_CONFIGS)}")
+    recipes.update(dc.variants)
+    return recipes
+
+# %% ../nbs/09_demo.ipynb #ae2f656d
+def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
+                  jobs:int, # processes at once
+                  on_done, # called with (key, model path, seconds) as each run ends, in this process
+                  progress:bool=True, # one bar over the steps of all runs
+                 ):
+    "Fine-tune `cfgs`, `jobs` at a time, each in a fresh process; a failed run raises with its log's tail."
+    import hnvl
+    paths = [str(Path(hnvl.__file__).parent.parent)]
+    paths += [q for q in os.environ.get('PYTHONPATH', '').split(os.pathsep) if q]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the children import this very hnvl
+    todo, running, finished = list(cfgs.items()), {}, 0
+    bar = progress_bar(total=sum(c.steps for c in cfgs.values()), desc=f'fine-tunes ({jobs} at a time)',
+                       disable=not progress, leave=False)
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                key, cfg = todo.pop(0)
+                p, logf = _start_job(cfg, env)
+                running[key] = (p, cfg, logf, time.perf_counter())
+            time.sleep(0.5)
+            for key, (p, cfg, logf, t) in list(running.items()):
+                if p.poll() is None: continue
+                logf.close()
+                del running[key]
+                secs = time.perf_counter() - t
+                if p.returncode != 0:
+                    raise RuntimeError(f"fine-tune {key[0]} seed {key[1]} failed (exit {p.returncode}); "
+                                       f"end of {cfg.out}/worker.log:\n"
+                                       + (Path(cfg.out)/'worker.log').read_text()[-3000:])
+                (Path(cfg.out)/'job.pkl').unlink(missing_ok=True)
+                finished += cfg.steps
+                on_done(key, Path(cfg.out)/'model.pt', secs)
+            bar.n = finished + sum(_steps_done(c.out) for _, c, _, _ in running.values())
+            bar.refresh()
+    finally:
+        for p, _, logf, _ in running.values():
+            p.kill()
+            logf.close()
+        bar.close()
+
+# %% ../nbs/09_demo.ipynb #713b765a
+def _start_job(cfg, env):
+    "Start `_finetune_worker` on `cfg` in a new process logging to `cfg.out/worker.log`; (process, log)."
+    import pickle, subprocess, sys
+    d = Path(cfg.out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d/'job.pkl').write_bytes(pickle.dumps(cfg))
+    logf = open(d/'worker.log', 'w')
+    code = 'from hnvl.demo import _finetune_worker; _finetune_worker()'
+    cmd = [sys.executable, '-c', code, str(d/'job.pkl')]
+    e = dict(env, OMP_NUM_THREADS=str(cfg.num_threads or 1))
+    return subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=e), logf
 
 def _finetune_worker():
     "Entry point of a fine-tuning process: `fit` the pickled `TrainConfig` named on the command line."
@@ -169,96 +327,38 @@ def _steps_done(folder):
     try: return json.loads(lines[-1])['step'] if lines else 0
     except (ValueError, KeyError): return 0  # a row being written
 
-def _run_parallel(cfgs:dict, # {(config, seed): TrainConfig}
-                  jobs:int, # processes at once
-                  on_done, # called with (key, model path, seconds) as each run ends, in this process
-                  progress:bool=True, # one bar over the steps of all runs
-                 ):
-    "Fine-tune `cfgs`, `jobs` at a time, each in a fresh Python process; a failed run raises with the tail of its log."
-    import pickle, subprocess, sys
-    import hnvl
-    paths = [str(Path(hnvl.__file__).parent.parent)] + [q for q in os.environ.get('PYTHONPATH', '').split(os.pathsep) if q]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))  # the children import this very hnvl
-    todo, running, finished = list(cfgs.items()), {}, 0
-    bar = progress_bar(total=sum(c.steps for c in cfgs.values()), desc=f'fine-tunes ({jobs} at a time)', disable=not progress,
-                       leave=False)
-    try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                key, cfg = todo.pop(0); d = Path(cfg.out); d.mkdir(parents=True, exist_ok=True)
-                (d/'job.pkl').write_bytes(pickle.dumps(cfg))
-                logf = open(d/'worker.log', 'w')
-                e = dict(env, OMP_NUM_THREADS=str(cfg.num_threads or 1))
-                p = subprocess.Popen([sys.executable, '-c', 'from hnvl.demo import _finetune_worker; _finetune_worker()', str(d/'job.pkl')],
-                                     stdout=logf, stderr=subprocess.STDOUT, env=e)
-                running[key] = (p, cfg, logf, time.perf_counter())
-            time.sleep(0.5)
-            for key, (p, cfg, logf, t) in list(running.items()):
-                if p.poll() is None: continue
-                logf.close(); del running[key]; secs = time.perf_counter() - t
-                if p.returncode != 0:
-                    raise RuntimeError(f"fine-tune {key[0]} seed {key[1]} failed (exit {p.returncode}); end of {cfg.out}/worker.log:\n"
-                                       + (Path(cfg.out)/'worker.log').read_text()[-3000:])
-                (Path(cfg.out)/'job.pkl').unlink(missing_ok=True); finished += cfg.steps
-                on_done(key, Path(cfg.out)/'model.pt', secs)
-            bar.n = finished + sum(_steps_done(c.out) for _, c, _, _ in running.values())
-            bar.refresh()
-    finally:
-        for p, _, logf, _ in running.values(): p.kill(); logf.close()
-        bar.close()
-
-def run_demo(dc:DemoConfig, # the demo's config
-             log=print, # progress messages
-            ) -> dict:
-    "Pretrain (cached), fine-tune every configuration for every seed, evaluate, write metrics, report and plots."
-    from hnvl.model import create_model
-    out = Path(dc.out); out.mkdir(parents=True, exist_ok=True)
-    if dc.num_threads: torch.set_num_threads(dc.num_threads)
-    recipes = {c: LOSS_CONFIGS.get(c) for c in dc.configs}
-    for c, r in recipes.items():
-        if r is None: raise ValueError(f"configs: {c!r} is not one of {sorted(LOSS_CONFIGS)}")
-    recipes.update(dc.variants)
-    dev, threads0 = dc.device or default_device(), torch.get_num_threads()
-    t0 = time.perf_counter(); timings = {}
-    ckpt = pretrain(dc, log); timings['pretrain_s'] = time.perf_counter() - t0
-    t = time.perf_counter(); benches = make_benchmarks(dc); timings['tasks_s'] = time.perf_counter() - t
-    t = time.perf_counter()
-    runs = {'clip': [evaluate(create_model('hnvl-tiny', checkpoint=ckpt, device=dev), benches)]}
-    log(f"clip: {_fmt(runs['clip'][0])}")
-    timings['eval_s'] = time.perf_counter() - t; timings['finetune_s'] = {}
-    cfgs = {(name, seed): finetune_config(dc, ckpt, recipe, seed, out/'runs'/name/f'seed{seed}')
-            for name, recipe in recipes.items() for seed in range(dc.seeds)}
-    results = {}
-    def done(key, model, secs):
-        timings['finetune_s'][f'{key[0]}/seed{key[1]}'] = secs
-        t = time.perf_counter()
-        torch.set_num_threads(dc.num_threads or threads0)  # an in-process fit set its own
-        bundle = model if not isinstance(model, (str, Path)) else create_model(cfgs[key].model, checkpoint=model, device=dev)
-        results[key] = evaluate(bundle, benches); timings['eval_s'] += time.perf_counter() - t
-        log(f"{key[0]} seed {key[1]} ({secs:.0f} s): {_fmt(results[key])}")
-    t = time.perf_counter()
-    if _parallel(dc) and len(cfgs) > 1: _run_parallel(cfgs, dc.jobs, done, dc.progress)
-    else:
-        for key, cfg in cfgs.items():
-            s = time.perf_counter(); res = fit(cfg); done(key, res['bundle'], time.perf_counter() - s)
-    timings['finetune_wall_s'] = time.perf_counter() - t
-    for name in recipes: runs[name] = [results[(name, seed)] for seed in range(dc.seeds)]
-    tasks = list(runs['clip'][0])
-    metrics = {c: {k: _mean_std([r[k] for r in rs])[0] for k in tasks} for c, rs in runs.items()}
-    stds = {c: {k: _mean_std([r[k] for r in rs])[1] for k in tasks} for c, rs in runs.items()}
-    timings['total_s'] = time.perf_counter() - t0
-    save_json(metrics, out/'metrics.json'); save_json(stds, out/'metrics_std.json')
-    save_json(dict(config=asdict(dc), pretrained=str(ckpt), runs=runs, timings=timings), out/'runs.json')
-    plots = write_plots(out, metrics, stds, dc)
-    (out/'report.md').write_text(report(metrics, stds, dc, timings, plots, theta_summary(out, list(recipes))))
-    log(f"wrote {out/'metrics.json'}, {out/'report.md'} ({timings['total_s']:.0f} s)")
-    return dict(metrics=metrics, std=stds, timings=timings, out=str(out))
-
-def _fmt(d): return ' '.join(f"{k}={v:.3f}" for k, v in d.items())
-
 # %% ../nbs/09_demo.ipynb #1decd807
+def write_plots(out:Path, # demo output folder
+                metrics:dict, stds:dict, # {config: {task: mean}}, {config: {task: std}}
+                dc:DemoConfig, # the demo's config
+               ) -> list[str]:
+    "Ablation bars, loss curves and θ trajectories as PNG files in `out`; returns their names."
+    import matplotlib
+    matplotlib.use('Agg')
+    from hnvl import viz
+    names = []
+    m = {c: {t: dict(mean=metrics[c][t], std=stds[c][t]) for t in metrics[c]} for c in metrics}
+    viz.plot_ablation(m, paper=viz.PAPER_ABLATION, title='shapes-world ablation (bars) vs paper Table 4 (◆)',
+                      path=out/'ablation.png')
+    names.append('ablation.png')
+    configs = list(dc.configs) + list(dc.variants)
+    runs = {c: out/'runs'/c/'seed0'/'metrics.jsonl' for c in configs}
+    runs = {c: f for c, f in runs.items() if f.exists()}
+    if runs:
+        viz.plot_losses(runs, smooth=0.6, title='fine-tuning losses (seed 0)', path=out/'losses.png')
+        names.append('losses.png')
+    for c, (rows, cfg) in _theta_runs(out, configs).items():
+        if not cfg.get('cmr', True): continue   # every hard-negative run logs θ; plot it where CMR uses it
+        viz.plot_thresholds(rows, upper_bound=_upper_bound(cfg), title=f'θ per negative type ({c}, seed 0)',
+                            path=out/f'theta_{c}.png')
+        names.append(f'theta_{c}.png')
+    import matplotlib.pyplot as plt
+    plt.close('all')
+    return names
+
+# %% ../nbs/09_demo.ipynb #1fc8708a
 def _theta_runs(out, configs):
-    "{config: (metrics.jsonl rows, config.json)} of the seed-0 runs whose last metrics row logs θ (`theta_<type>`)."
+    "{config: (metrics.jsonl rows, config.json)} of the seed-0 runs whose last row logs θ (`theta_<type>`)."
     from hnvl.viz import read_jsonl
     res = {}
     for c in configs:
@@ -273,25 +373,93 @@ def _upper_bound(cfg):
     "The θ cap in a run's config.json (None for a fixed θ, or when the config does not say)."
     return None if cfg.get('threshold') == 'fixed' else cfg.get('upper_bound')
 
-def write_plots(out:Path, # demo output folder
-                metrics:dict, stds:dict, # {config: {task: mean}}, {config: {task: std}}
-                dc:DemoConfig, # the demo's config
-               ) -> list[str]:
-    "Ablation bars, loss curves and θ trajectories as PNG files in `out`; returns their names."
-    import matplotlib; matplotlib.use('Agg')
-    from hnvl import viz
-    names = []
-    m = {c: {t: dict(mean=metrics[c][t], std=stds[c][t]) for t in metrics[c]} for c in metrics}
-    viz.plot_ablation(m, paper=viz.PAPER_ABLATION, title='shapes-world ablation (bars) vs paper Table 4 (◆)', path=out/'ablation.png')
-    names.append('ablation.png')
-    runs = {c: out/'runs'/c/'seed0'/'metrics.jsonl' for c in list(dc.configs) + list(dc.variants) if (out/'runs'/c/'seed0'/'metrics.jsonl').exists()}
-    if runs: viz.plot_losses(runs, smooth=0.6, title='fine-tuning losses (seed 0)', path=out/'losses.png'); names.append('losses.png')
-    for c, (rows, cfg) in _theta_runs(out, list(dc.configs) + list(dc.variants)).items():
-        if not cfg.get('cmr', True): continue   # every hard-negative run logs θ; plot it where CMR uses it
-        viz.plot_thresholds(rows, upper_bound=_upper_bound(cfg), title=f'θ per negative type ({c}, seed 0)', path=out/f'theta_{c}.png')
-        names.append(f'theta_{c}.png')
-    import matplotlib.pyplot as plt; plt.close('all')
-    return names
+# %% ../nbs/09_demo.ipynb #d7c0a42d
+def separation_arrays(bundle, # `hnvl.model.ClipBundle`
+                      images:np.ndarray, # (N, H, W, 3) uint8 scenes
+                      captions:list, # N captions
+                      negs, # `hnvl.negatives.Negatives` of `captions`
+                      n_features:int=8, # scenes whose features are kept (for a 2-D PCA)
+                     ) -> dict:
+    "s(I,T) (N,), s(I,T^k) (N, K) and the features of the first `n_features` scenes, as numpy arrays."
+    from hnvl.model import encode_images, encode_texts, get_logit_scale, arrays_to_tensor
+    m = bundle.model.eval()
+    dev = next(m.parameters()).device
+    n, k = len(captions), len(negs.types)
+    texts = list(captions) + [t for row in negs.negatives for t in row]
+    with torch.no_grad():
+        img = encode_images(m, arrays_to_tensor(images, bundle.mean, bundle.std).to(dev)).float().cpu()
+        txt = torch.cat([encode_texts(m, bundle.tokenizer(texts[j:j + 1024]).to(dev)).float().cpu()
+                         for j in range(0, len(texts), 1024)])
+        scale = float(get_logit_scale(m))
+    cap, neg = txt[:n], txt[n:].reshape(n, k, -1)
+    f = min(n_features, n)
+    return dict(pos=(scale * (img * cap).sum(-1)).numpy(),
+                neg=(scale * torch.einsum('nd,nkd->nk', img, neg)).numpy(),
+                scale=np.float32(scale), img=img[:f].numpy(), txt=cap[:f].numpy(), negf=neg[:f].numpy())
+
+# %% ../nbs/09_demo.ipynb #5c675874
+def write_separation(out, # demo output folder
+                     dc:DemoConfig, # the demo's config
+                     models:dict, # {name: checkpoint path}
+                     n:int=500, # validation scenes
+                    ) -> Path:
+    "`out/separation.npz`: `separation_arrays` of every model on `n` validation scenes; returns its path."
+    from hnvl.data import WorldConfig, make_world
+    from hnvl.negatives import make_negatives
+    from hnvl.model import create_model
+    recipe = finetune_config(dc, '', {}, 0, out).recipe
+    val = make_world(WorldConfig(**dc.world), n, split='val', seed=0)
+    negs = make_negatives(list(val.captions), recipe=recipe, seed=0)
+    arrays = dict(types=np.array(negs.types), mask=negs.mask, captions=np.array(val.captions),
+                  negatives=np.array(negs.negatives), names=np.array(list(models)))
+    for name, path in models.items():
+        bundle = create_model('hnvl-tiny', checkpoint=path, device='cpu')
+        a = separation_arrays(bundle, val.images, val.captions, negs)
+        arrays.update({f'{name}/{key}': v for key, v in a.items()})
+    dest = Path(out)/'separation.npz'
+    np.savez_compressed(dest, **arrays)
+    return dest
+
+# %% ../nbs/09_demo.ipynb #d52aaee8
+def read_separation(path, # a `separation.npz` (or the run folder holding it)
+                   ) -> dict:
+    ("{model: {pos, neg, mask, scale, img, txt, negf}} plus `types`, `captions` and `negatives`, "
+     "from `write_separation`.")
+    path = Path(path)
+    if path.is_dir(): path = path/'separation.npz'
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no separation file (a run of this version writes it)")
+    with np.load(path) as z:
+        res = {name: {key: z[f'{name}/{key}'] for key in ('pos', 'neg', 'scale', 'img', 'txt', 'negf')}
+               for name in z['names'].tolist()}
+        for name in res: res[name]['mask'] = z['mask']
+        res.update(types=z['types'].tolist(), captions=z['captions'].tolist(),
+                   negatives=z['negatives'].tolist())
+    return res
+
+# %% ../nbs/09_demo.ipynb #2f108fda
+def snapshot_run(src, # demo output folder
+                 dest, # where the copy goes (created)
+                ) -> list:
+    ("Copy a demo run's small files (metrics, report, separation, each fine-tune's metrics.jsonl and config.json) "
+     "to `dest`.")
+    import shutil
+    src, dest = Path(src), Path(dest)
+    if not (src/'metrics.json').exists():
+        raise FileNotFoundError(f"{src}: not a finished demo run (no metrics.json)")
+    names = ['metrics.json', 'metrics_std.json', 'runs.json', 'report.md', 'separation.npz']
+    names += [str(f.relative_to(src)) for f in sorted(src.glob('runs/*/seed*/*'))
+              if f.name in ('metrics.jsonl', 'config.json')]
+    copied = []
+    for name in names:
+        if not (src/name).exists(): continue
+        (dest/name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src/name, dest/name)
+        copied.append(dest/name)
+    runs = load_json(dest/'runs.json')   # the cache path of the pretrained model means nothing elsewhere
+    runs['pretrained'] = Path(runs['pretrained']).parent.name
+    save_json(runs, dest/'runs.json')
+    return copied
 
 # %% ../nbs/09_demo.ipynb #918240ad
 def _delta(metrics, stds, a, b, task, n_seeds):
@@ -302,12 +470,102 @@ def _delta(metrics, stds, a, b, task, n_seeds):
     return d, abs(d) > noise, noise
 
 def _verdict(metrics, stds, a, b, task, n_seeds, what):
+    "One markdown line: whether `b` adds to `a` on `task` (`what` names the step from `a` to `b`)."
     r = _delta(metrics, stds, a, b, task, n_seeds)
     if r is None: return f"- {what}: not run."
     d, sig, noise = r
     word = ('adds' if d > 0 else 'costs') if sig else 'makes no clear difference to'
-    return f"- {what} {word} {task.replace('_', ' ')}: {b} − {a} = {d:+.1f} points (noise level ±{noise:.1f})."
+    return (f"- {what} {word} {task.replace('_', ' ')}: {b} − {a} = {d:+.1f} points "
+            f"(noise level ±{noise:.1f}).")
 
+# %% ../nbs/09_demo.ipynb #78a66bf2
+def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
+           stds:dict, # {config: {task: std}}
+           dc:DemoConfig, # the demo's config
+           timings:dict, # seconds per phase
+           plots:list=(), # PNG file names
+           theta:list=(), # lines from `theta_summary`
+          ) -> str:
+    "The markdown report of a demo run."
+    L = _report_tables(metrics, stds, dc) + _report_verdicts(metrics, stds, dc.seeds)
+    if theta: L += _report_theta(theta)
+    L += _report_timings(timings, dc)
+    if plots: L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return '\n'.join(L)
+
+# %% ../nbs/09_demo.ipynb #190166be
+def _report_tables(metrics, stds, dc):
+    "The report's title, recipe and world, its table of all tasks and the one beside the paper's Table 4."
+    from hnvl.viz import PAPER_ABLATION
+    tasks = list(next(iter(metrics.values())))
+    cfgs = list(metrics)
+    pct = lambda c, t: f"{metrics[c][t]:.1f}" + (f" ± {stds[c][t]:.1f}" if dc.seeds > 1 else '')
+    same = lambda v: json.dumps(v, sort_keys=True) == json.dumps(dc.world, sort_keys=True)
+    world = next((f"`{k}`" for k, v in DEMO_WORLDS.items() if same(v)), 'custom')
+    L = [f"# hnvl demo: the CE-CLIP loss ablation on the shapes world", "",
+         f"Tiny CLIP (`hnvl-tiny`) pretrained with the plain CLIP loss for {dc.pretrain_steps} steps, "
+         f"then fine-tuned {dc.finetune_steps} steps per configuration "
+         f"(batch {dc.finetune_batch_size or dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
+         f"{dc.n_per_task} items per task). Accuracy in %"
+         + (", mean ± std over seeds." if dc.seeds > 1 else "."),
+         "", f"World: {world} (`WorldConfig` overrides {dc.world}).", "",
+         "## All tasks", "", "| config | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    L += [f"| {c} | " + " | ".join(pct(c, t) for t in tasks) + " |" for c in cfgs]
+    L += ["", "## Beside the paper's Table 4 (ViT-B/32 on COCO; VG-R, VG-A, VALSE)", "",
+          "| config | relation_swap (ours) | VG-R (paper) "
+          "| attribute_swap (ours) | VG-A (paper) | VALSE (paper) |", "|---|---|---|---|---|---|"]
+    for c in cfgs:
+        p = PAPER_ABLATION.get(c, {})  # paper Table 4, kept once in `hnvl.viz`
+        ours = lambda t: pct(c, t) if t in metrics[c] else '—'
+        L.append(f"| {c} | {ours('relation_swap')} | {p.get('relation_swap', '—')} "
+                 f"| {ours('attribute_swap')} | {p.get('attribute_swap', '—')} | {p.get('valse', '—')} |")
+    return L
+
+# %% ../nbs/09_demo.ipynb #5f61c1be
+def _report_verdicts(metrics, stds, n):
+    "The report's 'What each component adds here': one `_verdict` per component, with `n` seeds."
+    v = lambda a, b, what, task='relation_swap': _verdict(metrics, stds, a, b, task, n, what)
+    L = ["", "## What each component adds here", "",
+         v('clip', 'ce_clip', 'The full method'),
+         v('clip_ft', 'ce_clip', 'Hard negatives + IMC + CMR over plain fine-tuning'),
+         v('itc_hn', 'itc_hn_imc', 'IMC (over ITC with hard negatives)'),
+         v('itc_hn', 'itc_hn_cmr', 'CMR (over ITC with hard negatives)'),
+         v('itc_hn_imc', 'ce_clip', 'CMR on top of IMC'),
+         v('ce_clip_fixed', 'ce_clip', 'The adaptive threshold (over a fixed margin)')]
+    L += [v('clip', 'ce_clip', 'The full method', t)
+          for t in ('attribute_swap', 'retrieval_i2t_r1', 'retrieval_t2i_r1')]
+    if n > 1: noise = ("the noise level is twice the larger seed std of the pair, at least 2 points "
+                       "(the seeds are fine-tuning seeds: `clip` is one pretraining, so its ± is 0).")
+    else: noise = ("with one seed the noise level is a fixed 2 points, "
+                   "so run `--seeds 3` before reading small differences.")
+    L += ["", "In the paper each component adds on VG-R/VG-A "
+          "(Table 4: +ITC-hn 81.6, +IMC 82.6, +CMR 82.3, all 83.6 on VG-R). "
+          "The lines above say, from this run's numbers, whether the same holds here; " + noise, ""]
+    return L
+
+# %% ../nbs/09_demo.ipynb #434a4187
+def _report_theta(theta):
+    "The report's θ section: what θ and the logit scale mean, then the `theta_summary` lines."
+    return ["## θ and the logit scale", "",
+            "θ is in logit units (the paper's cross-modal rank margin, Fig. 5), "
+            "capped at each run's `upper_bound` (10 by default; listed per run below). "
+            "OpenAI CLIP's logit scale is 100, so there a cap of 10 is a cosine margin of 0.1; "
+            "the tiny CLIP learns a much smaller scale, so the same cap asks for a far larger cosine margin "
+            "(shown in brackets). θ is only *used* by configurations with CMR; the others log it for comparison.",
+            ""] + list(theta) + [""]
+
+def _report_timings(timings, dc):
+    "The report's timings: pretraining, fine-tuning (wall clock and summed over runs), evaluation, total."
+    ft = timings.get('finetune_s', {})
+    at_once = dc.jobs if dc.jobs > 1 and len(ft) > 1 else 1
+    return ["## Timings", "",
+            f"- pretraining: {timings.get('pretrain_s', 0):.0f} s (0 when cached)",
+            f"- fine-tuning: {timings.get('finetune_wall_s', 0):.0f} s "
+            f"({sum(ft.values()):.0f} s summed over runs; {at_once} at a time)",
+            f"- evaluation: {timings.get('eval_s', 0):.0f} s",
+            f"- total: {timings.get('total_s', 0):.0f} s", ""]
+
+# %% ../nbs/09_demo.ipynb #c8f0acdf
 def theta_summary(out:Path, # demo output folder
                   configs:list, # configurations to look at
                  ) -> list[str]:
@@ -317,71 +575,25 @@ def theta_summary(out:Path, # demo output folder
         r, s = rows[-1], rows[-1]['logit_scale']
         th = ', '.join(f"{k[6:]} {v:.2f} ({v / s:.3f} cos)" for k, v in r.items() if k.startswith('theta_'))
         ub = _upper_bound(cfg)
-        cap = 'fixed θ' if cfg.get('threshold') == 'fixed' else f'upper bound {ub:g}' if ub is not None else 'upper bound unknown'
+        if cfg.get('threshold') == 'fixed': cap = 'fixed θ'
+        elif ub is not None: cap = f'upper bound {ub:g}'
+        else: cap = 'upper bound unknown'
         L.append(f"- {c}: logit scale {s:.1f}; {cap}; θ at step {r['step']}: {th}")
     return L
-
-def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
-           stds:dict, # {config: {task: std}}
-           dc:DemoConfig, # the demo's config
-           timings:dict, # seconds per phase
-           plots:list=(), # PNG file names
-           theta:list=(), # lines from `theta_summary`
-          ) -> str:
-    "The markdown report of a demo run."
-    from hnvl.viz import PAPER_ABLATION
-    tasks = list(next(iter(metrics.values())))
-    cfgs = list(metrics)
-    pct = lambda c, t: f"{metrics[c][t]:.1f}" + (f" ± {stds[c][t]:.1f}" if dc.seeds > 1 else '')
-    L = [f"# hnvl demo: the CE-CLIP loss ablation on the shapes world", "",
-         f"Tiny CLIP (`hnvl-tiny`) pretrained with the plain CLIP loss for {dc.pretrain_steps} steps, then fine-tuned "
-         f"{dc.finetune_steps} steps per configuration (batch {dc.finetune_batch_size or dc.batch_size}, lr {dc.finetune_lr:g}, {dc.seeds} seed(s); "
-         f"{dc.n_per_task} items per task). Accuracy in %" + (", mean ± std over seeds." if dc.seeds > 1 else "."), "",
-         "World: " + next((f"`{k}`" for k, v in DEMO_WORLDS.items() if json.dumps(v, sort_keys=True) == json.dumps(dc.world, sort_keys=True)), 'custom')
-         + f" (`WorldConfig` overrides {dc.world}).", "",
-         "## All tasks", "", "| config | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
-    L += [f"| {c} | " + " | ".join(pct(c, t) for t in tasks) + " |" for c in cfgs]
-    L += ["", "## Beside the paper's Table 4 (ViT-B/32 on COCO; VG-R, VG-A, VALSE)", "",
-          "| config | relation_swap (ours) | VG-R (paper) | attribute_swap (ours) | VG-A (paper) | VALSE (paper) |", "|---|---|---|---|---|---|"]
-    for c in cfgs:
-        p = PAPER_ABLATION.get(c, {})  # paper Table 4, kept once in `hnvl.viz`
-        ours = lambda t: pct(c, t) if t in metrics[c] else '—'
-        L.append(f"| {c} | {ours('relation_swap')} | {p.get('relation_swap', '—')} | {ours('attribute_swap')} | {p.get('attribute_swap', '—')} | {p.get('valse', '—')} |")
-    n = dc.seeds
-    L += ["", "## What each component adds here", ""]
-    L.append(_verdict(metrics, stds, 'clip', 'ce_clip', 'relation_swap', n, 'The full method'))
-    L.append(_verdict(metrics, stds, 'clip_ft', 'ce_clip', 'relation_swap', n, 'Hard negatives + IMC + CMR over plain fine-tuning'))
-    L.append(_verdict(metrics, stds, 'itc_hn', 'itc_hn_imc', 'relation_swap', n, 'IMC (over ITC with hard negatives)'))
-    L.append(_verdict(metrics, stds, 'itc_hn', 'itc_hn_cmr', 'relation_swap', n, 'CMR (over ITC with hard negatives)'))
-    L.append(_verdict(metrics, stds, 'itc_hn_imc', 'ce_clip', 'relation_swap', n, 'CMR on top of IMC'))
-    L.append(_verdict(metrics, stds, 'ce_clip_fixed', 'ce_clip', 'relation_swap', n, 'The adaptive threshold (over a fixed margin)'))
-    for t in ('attribute_swap', 'retrieval_i2t_r1', 'retrieval_t2i_r1'):
-        L.append(_verdict(metrics, stds, 'clip', 'ce_clip', t, n, 'The full method'))
-    L += ["", "In the paper each component adds on VG-R/VG-A (Table 4: +ITC-hn 81.6, +IMC 82.6, +CMR 82.3, all 83.6 on VG-R). "
-          "The lines above say, from this run's numbers, whether the same holds here; "
-          + ("the noise level is twice the larger seed std of the pair, at least 2 points (the seeds are fine-tuning seeds: `clip` is one pretraining, so its ± is 0)." if n > 1 else
-             "with one seed the noise level is a fixed 2 points, so run `--seeds 3` before reading small differences."), ""]
-    if theta:
-        L += ["## θ and the logit scale", "",
-              "θ is in logit units (the paper's cross-modal rank margin, Fig. 5), capped at each run's `upper_bound` (10 by default; listed per run below). OpenAI "
-              "CLIP's logit scale is 100, so there a cap of 10 is a cosine margin of 0.1; the tiny CLIP learns a much smaller scale, "
-              "so the same cap asks for a far larger cosine margin (shown in brackets). θ is only *used* by configurations with CMR; the others log it for comparison.", ""] + list(theta) + [""]
-    L += ["## Timings", "", f"- pretraining: {timings.get('pretrain_s', 0):.0f} s (0 when cached)",
-          f"- fine-tuning: {timings.get('finetune_wall_s', 0):.0f} s ({sum(timings.get('finetune_s', {}).values()):.0f} s summed over runs; "
-          f"{dc.jobs if dc.jobs > 1 and len(timings.get('finetune_s', {})) > 1 else 1} at a time)",
-          f"- evaluation: {timings.get('eval_s', 0):.0f} s", f"- total: {timings.get('total_s', 0):.0f} s", ""]
-    if plots: L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    return '\n'.join(L)
 
 # %% ../nbs/09_demo.ipynb #0f9467d2
 @call_parse
 def hnvl_demo(out:str='runs/demo', # output folder
-              quick:bool=False, # the quick profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64; ~5.5 min on 2 cores)
+              # the quick profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64;
+              # ~5.5 min on 2 cores)
+              quick:bool=False,
               world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default) or 'binding'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
               configs:str=None, # comma-separated subset of the configurations
               threads:int=2, # torch CPU threads
-              jobs:int=None, # fine-tunes at once on a CPU, processes sharing the threads (None: the profile's, 2 or 1 for --quick)
+              # fine-tunes at once on a CPU, processes sharing the threads (None: the profile's, 2 or 1 for
+              # --quick)
+              jobs:int=None,
               device:str=None, # cpu | cuda (default: cuda if visible)
               no_progress:bool=False, # hide the progress bars
              ):

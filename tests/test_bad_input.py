@@ -1,7 +1,8 @@
 """Bad input: every user mistake in a console script is one line `<script>: error: ...` on stderr (exit 2, no traceback;
-`--debug` / HNVL_DEBUG=1 show it); bad annotation files, images, captions and negatives caches fail naming the
-culprit."""
-import gzip, json, os, subprocess, sys, warnings
+`--debug` / HNVL_DEBUG=1 show it); bad annotation files and images fail naming the culprit. The in-process error
+messages a reader should see are checked in the notebooks (nbs/00_core, 01a_negatives_io, 05_data, 05a_coco,
+07_benchmarks)."""
+import json, os, subprocess, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,6 @@ def images(tmp_path_factory):
     Image.fromarray(np.full((10, 20), 65535, np.uint16)).save(d/'deep.png')  # 16-bit greyscale PNG
     Image.new('RGB', (64, 64), (10, 20, 30)).save(d/'ok.jpg')
     (d/'cut.jpg').write_bytes((d/'ok.jpg').read_bytes()[:400])
-    (d/'text.jpg').write_text('hello')
     Image.new('1', (10_000, 10_000)).save(d/'huge.png')  # 100 M pixels, a few KB on disk
     return d
 
@@ -130,16 +130,12 @@ def test_image_modes_become_rgb(images, name, rgb):
     if rgb: assert im.getpixel((0, 0)) == rgb
 
 
-@pytest.mark.parametrize('name,msg', [('cut.jpg', 'truncated or corrupt image'), ('text.jpg', 'not an image file'),
+@pytest.mark.parametrize('name,msg', [('cut.jpg', 'truncated or corrupt image'),
                                       ('huge.png', 'image is 10000x10000 = 100,000,000 pixels, over the limit')])
 def test_bad_image_names_the_file(images, name, msg):
     from hnvl.benchmarks import FolderImages
     with pytest.raises(ValueError, match=msg) as e: FolderImages(images).load(name)
     assert str(images/name) in str(e.value)
-
-
-def test_missing_image_names_the_file(images):
-    with pytest.raises(FileNotFoundError, match='gone.jpg'): open_image(images/'gone.jpg')
 
 
 def test_huge_image_allowed_when_asked(images, monkeypatch):
@@ -165,7 +161,7 @@ def test_coco_dataset_bad_image_names_it(tmp_path, images):
     with pytest.raises(ValueError, match=r'cannot read COCO image: .*huge\.png: image is 10000x10000'): ds.load_image(0)
 
 
-# ---- annotation files and negatives caches ---------------------------------------------------------------------------
+# ---- annotation files and captions ------------------------------------------------------------------------------------
 
 def test_benchmark_json_malformed_names_file_and_position(tmp_path):
     from hnvl.benchmarks import load
@@ -187,37 +183,11 @@ def test_benchmark_record_missing_key_names_file_record_and_key(tmp_path):
     with pytest.raises(ValueError, match=r'examples\.jsonl: line 2 column 10'): load('winoground', tmp_path)
 
 
-def test_negatives_cache_mismatches(tmp_path):
-    from hnvl.core import save_json
-    from hnvl.data import CocoHardNegatives
-    from hnvl.negatives import make_negatives
-    from hnvl.negatives_io import load_negatives, save_negatives
-    caps = ['a dog on a red sofa', 'a cat under a wooden table']
-    p = save_negatives(tmp_path/'n.jsonl.gz', caps, make_negatives(caps), recipe='ceclip')
-    with pytest.raises(ValueError, match="built with recipe 'ceclip', expected 'negclip'"):
-        load_negatives(p, recipe='negclip')
-    head, *rows = gzip.decompress(p.read_bytes()).decode().splitlines()
-    old = json.loads(head); old['hnvl_version'] = '0.0.0'
-    (tmp_path/'old.jsonl.gz').write_bytes(gzip.compress('\n'.join([json.dumps(old), *rows]).encode()))
-    with pytest.warns(UserWarning, match='written by hnvl 0.0.0'): load_negatives(tmp_path/'old.jsonl.gz')
-    Image.new('RGB', (8, 8)).save(tmp_path/'a.jpg')
-    save_json({'images': [{'id': 1, 'file_name': 'a.jpg'}],
-               'annotations': [{'id': 40, 'image_id': 1, 'caption': caps[0]},
-                               {'id': 41, 'image_id': 1, 'caption': 'a bird'}]},
-              tmp_path/'c.json')
-    msg = r"no negatives for 1 of 2 captions; first: annotation 41 \(caption #1\) 'a bird'"
-    with pytest.raises(ValueError, match=msg):
-        CocoHardNegatives(tmp_path/'c.json', tmp_path, p, lambda im: im)
-
-
-def test_long_captions_warn_with_a_count():
+def test_captions_that_just_fit_the_context_do_not_warn():
     import open_clip, torch
     from hnvl.data import collate_hard_negatives
     tok = open_clip.get_tokenizer('ViT-B-32')
-    batch = [(torch.zeros(3, 2, 2), 'a dog ' * 50, ['a cat ' * 50], [True]), (torch.zeros(3, 2, 2), '', ['x'], [True])]
-    with pytest.warns(UserWarning, match=r"2 of 4 texts are longer than the tokenizer's context length \(77 tokens\)"):
-        out = collate_hard_negatives(batch, tok)
-    assert out['texts'].shape == (4, 77)
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # exactly 75 BPE tokens + start/end fill the context without truncation
-        collate_hard_negatives([(torch.zeros(3, 2, 2), 'dog ' * 75, ['cat'], [True])], tok)
+        out = collate_hard_negatives([(torch.zeros(3, 2, 2), 'dog ' * 75, ['cat'], [True])], tok)
+    assert out['texts'].shape == (2, 77)

@@ -241,14 +241,6 @@ def test_with_real_negatives():
     assert out['texts'].shape[0] == 8 + 8 * len(negs.types) and out['mask'].shape == (8, len(negs.types))
 
 
-def test_errors():
-    w = make_world(CFG, 2, cache=False)
-    with pytest.raises(ValueError, match='captions must have 2 entries'): ArrayHardNegatives(w.images, ['x'], fake_negs(['x']), (0,) * 3, (1,) * 3)
-    with pytest.raises(ValueError, match='split must be one of'): make_world(CFG, 2, 'dev')
-    with pytest.raises(ValueError, match='same number of negatives'):
-        collate_hard_negatives([(torch.zeros(3, 2, 2), 'a', ['b'], [True]), (torch.zeros(3, 2, 2), 'a', [], [])], tok)
-
-
 # ---- COCO (hnvl.coco) ----
 OLD_DATA_ALL = ['COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'INVERSE', 'TASKS', 'WorldConfig', 'scene_key', 'scene_captions',
                 'render_scenes', 'World', 'world_cache_path', 'make_world', 'Task', 'make_task', 'world_tasks',
@@ -261,7 +253,6 @@ def test_moved_names_still_import_from_data():
     for n in OLD_DATA_ALL: exec(f'from hnvl.data import {n}', {})
     assert set(OLD_DATA_ALL) <= set(D.__all__)
     assert D.CocoHardNegatives is CocoHardNegatives and D._read_coco is importlib.import_module('hnvl.coco')._read_coco
-    with pytest.raises(AttributeError, match="no attribute 'nope'"): D.nope
     # hnvl.data alone does not import hnvl.coco; the forward imports it on first use, in either import order
     code = ("import sys, hnvl.data as D; assert 'hnvl.coco' not in sys.modules; "
             "from hnvl.data import CocoHardNegatives as C; import hnvl.coco; assert C is hnvl.coco.CocoHardNegatives; "
@@ -295,12 +286,6 @@ def negs_source(tmp_path, caps):
     return save_negatives(tmp_path / 'negs.jsonl.gz', caps, Negatives(n.types, n.negatives, n.mask), source='test')
 
 
-def test_coco_missing_image_named(tmp_path):
-    ann, root = tiny_coco(tmp_path)
-    with pytest.raises(FileNotFoundError, match='000000000003.jpg'):
-        CocoHardNegatives(ann, root, negs_source(tmp_path, CAPS), pre)
-
-
 def test_coco_skip_missing_counts(tmp_path):
     ann, root = tiny_coco(tmp_path)
     ds = CocoHardNegatives(ann, root, negs_source(tmp_path, CAPS[::-1]), pre, skip_missing=True)  # matched by text
@@ -311,14 +296,12 @@ def test_coco_skip_missing_counts(tmp_path):
     assert out['images'].shape == (3, 3, 32, 32) and out['texts'].shape == (3 + 3 * 2, 16) and out['mask'].shape == (3, 2)
 
 
-def test_coco_unreadable_and_unmatched(tmp_path):
+def test_coco_unreadable_image_named_at_load(tmp_path):
     ann, root = tiny_coco(tmp_path)
     (root / '000000000003.jpg').write_bytes(b'not an image')
     ds = CocoHardNegatives(ann, root, (CAPS, fake_negs(CAPS)), pre)
     with pytest.raises(ValueError, match='000000000003.jpg'): ds[3]
     assert CocoHardNegatives(ann, root, (CAPS, fake_negs(CAPS)), pre, skip_missing=True).skipped == 1
-    with pytest.raises(ValueError, match='no negatives for 1 of 4 captions'):
-        CocoHardNegatives(ann, root, (CAPS[:3], fake_negs(CAPS[:3])), pre)
 
 
 def test_canonical_phrasings_tasks():

@@ -204,14 +204,9 @@ def test_config_mistakes_fail_before_any_work(tmp_path):
     torch.save({'state_dict': sd, 'meta': {'model': 'ViT-B-32', 'quick_gelu': False}}, other)
     with pytest.raises(ValueError, match=f"checkpoint '{other}' does not fit this architecture .*'ViT-B-32'"):
         fit(_tiny(tmp_path/'r2', checkpoint=str(other)))
-    with pytest.raises(ValueError, match=r"TrainConfig.ckpt_every \(50\) is larger than steps \(12\)"):
-        _tiny(tmp_path, ckpt_every=50)
     with pytest.raises(ValueError, match=r"ckpt_every \(5\) is larger than the run's 2 steps"):  # steps from epochs
         fit(_tiny(tmp_path/'r3', steps=None, epochs=1, n_train=64, ckpt_every=5))
-    with pytest.raises(ValueError, match=r"TrainConfig.recipe must be one of .* got \['relation', 'colour'\]"):
-        _tiny(tmp_path, recipe=['relation', 'colour'])  # a negative type no recipe provides
     for d in ('r1', 'r2', 'r3'): assert sorted(os.listdir(tmp_path/d)) == [], d  # no config, metrics or lock left
-    with pytest.raises(ValueError, match=f"checkpoint '{other}' is not a training checkpoint"): load_checkpoint(other)
 
 def test_one_writer_per_run_folder(tmp_path, capfd):
     with RunLock(tmp_path):

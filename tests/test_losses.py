@@ -276,8 +276,11 @@ def _bad_cases():
         ((img[0], txt, neg, mask), 'img must have shape (*, *), got (5,)'),
     ]
 
-@pytest.mark.parametrize('case', range(12))
-@pytest.mark.parametrize('fn', ['itc', 'imc', 'cmr', 'total'])
+# (fn, case) pairs whose function, bad input and message nbs/02_losses.ipynb already checks
+IN_NOTEBOOK = {('itc', 0), ('itc', 3), ('itc', 5), ('itc', 7), ('itc', 9), ('total', 7)}
+
+@pytest.mark.parametrize('fn,case', [(fn, c) for fn in ('itc', 'imc', 'cmr', 'total') for c in range(12)
+                                     if (fn, c) not in IN_NOTEBOOK])
 def test_bad_inputs_raise(case, fn):
     args, msg = _bad_cases()[case]
     call = {'itc': lambda *a: itc_loss(*a, 10.), 'imc': lambda *a: imc_loss(*a, 10.),

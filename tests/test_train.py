@@ -74,19 +74,14 @@ def test_plain_clip_never_encodes_negatives(tmp_path, monkeypatch):
     r = fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=2, progress=False, **LOSS_CONFIGS['clip_ft']))
     assert seen == [(32, 32, 0)] * 2 and r['imc'] == 0 and r['cmr'] == 0
 
-def test_bad_config_errors(tmp_path):
-    with pytest.raises(ValueError, match="data='coco' needs coco_ann"): fit(TrainConfig.preset('tiny', out=str(tmp_path), data='coco'))
-    with pytest.raises(ValueError, match='threshold must be'): fit(TrainConfig.preset('tiny', out=str(tmp_path), threshold='median'))
-    with pytest.raises(ValueError, match='unknown TrainConfig'): TrainConfig.preset('tiny', lr_max=1)
+def test_bad_schedule_name():
     with pytest.raises(ValueError, match='schedule must be'): lr_lambda(1, 2, 'linear')
 
 def test_every_copy_of_a_config_is_checked():
     "`replace` (and so `preset`) runs the checks again: `make_dataset` and `fit` only see configs that pass them."
     import re
     c = TrainConfig.preset('tiny')
-    for kw, msg in ((dict(data='imagenet'), "TrainConfig.data must be one of"), (dict(lr=-1), "TrainConfig.lr must be"),
-                    (dict(ckpt_every=13), "TrainConfig.ckpt_every (13) is larger than steps (12)")):
-        with pytest.raises(ValueError, match=re.escape(msg)): c.replace(**kw)
+    with pytest.raises(ValueError, match=re.escape("TrainConfig.data must be one of")): c.replace(data='imagenet')
     assert c.replace(steps=None, ckpt_every=13).ckpt_every == 13  # the epochs set the length: `fit` checks this one
 
 def test_cli_runs(tmp_path):

@@ -1,7 +1,7 @@
 """Golden-figure tests for hnvl.viz: each plot is rendered on fixed synthetic data into a PNG, then checked for
 existence, exact pixel size (figsize × dpi) and a structural property that a broken plot would fail — never
 pixel hashes."""
-import json, math
+import json, math, subprocess, sys
 
 import numpy as np
 import pytest
@@ -48,6 +48,13 @@ def test_ablation_golden(tmp_path):
     np.testing.assert_allclose(heights, 100 * acc, rtol=1e-6)
     errs = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
     assert len(errs) == len(configs)
+    # each error bar spans mean ± the given std, over the centre of its bar
+    for i, e in enumerate(errs):
+        seg = np.array(e.lines[2][0].get_segments())                     # (tasks, 2 ends, xy)
+        np.testing.assert_allclose(seg[:, 1, 1] - seg[:, 0, 1], 2 * 100 * sd[i], rtol=1e-6)
+        bars = ax.patches[i * len(tasks):(i + 1) * len(tasks)]
+        np.testing.assert_allclose(seg[:, 0, 0], [b.get_x() + b.get_width() / 2 for b in bars])
+    assert not [l for l in ax.lines if l.get_gid() == "seed sd"]       # no per-seed values: no seaborn error bars
     assert _legend(ax) == configs + ["chance", "paper"]
     chance_lines = [c for c in ax.collections if c.get_label() == "chance"][0]
     assert sorted(s[0][1] for s in chance_lines.get_segments()) == [20.0, 50.0, 50.0]
@@ -62,6 +69,44 @@ def test_ablation_plain_numbers_and_subset(tmp_path):
     ax = fig.axes[0]
     assert [b.get_height() for b in ax.patches] == [80.0, 30.0]
     assert not [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]   # no std → no error bars
+
+
+def test_ablation_per_seed_golden(tmp_path):
+    configs = ["clip", "itc_hn", "ce_clip"]
+    tasks = ["relation_swap", "attribute_swap", "order", "replace_rel"]
+    rng = np.random.default_rng(1)
+    acc = rng.uniform(0.3, 0.95, size=(len(configs), len(tasks), 3))          # 3 seeds per cell
+    metrics = {c: {t: list(acc[i, j]) for j, t in enumerate(tasks)} for i, c in enumerate(configs)}
+    p = tmp_path / "ablation_seeds.png"
+    fig = viz.plot_ablation(metrics, chance={"relation_swap": 0.5}, paper=viz.PAPER_ABLATION, path=p)
+    _png(p, fig)
+    ax = fig.axes[0]
+    assert len(ax.patches) == len(configs) * len(tasks)
+    heights = np.array([b.get_height() for b in ax.patches]).reshape(len(configs), len(tasks))
+    np.testing.assert_allclose(heights, 100 * acc.mean(-1), rtol=1e-6)
+    # one seaborn error bar per bar, spanning mean ± the seeds' sample std
+    err = [l for l in ax.lines if l.get_gid() == "seed sd"]
+    assert len(err) == len(configs) * len(tasks)
+    lo = np.array([np.nanmin(l.get_ydata()) for l in err]).reshape(heights.shape)
+    hi = np.array([np.nanmax(l.get_ydata()) for l in err]).reshape(heights.shape)
+    sd = 100 * acc.std(-1, ddof=1)
+    np.testing.assert_allclose(lo, heights - sd, rtol=1e-6)
+    np.testing.assert_allclose(hi, heights + sd, rtol=1e-6)
+    centres = [b.get_x() + b.get_width() / 2 for b in ax.patches]
+    np.testing.assert_allclose([np.nanmean(l.get_xdata()) for l in err], centres, atol=1e-9)
+    assert not [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert _legend(ax) == configs + ["chance", "paper"]
+    paper = [c for c in ax.collections if c.get_label() == "paper"][0]
+    assert len(paper.get_offsets()) == 6                                       # 3 configs × 2 paper tasks
+    # the diamonds sit on the centres of their bars (config-major: relation_swap, attribute_swap of each config)
+    np.testing.assert_allclose(paper.get_offsets()[:, 0],
+                               [centres[i * len(tasks) + j] for i in range(3) for j in (0, 1)])
+    # fewer seeds in a cell change its bar and error bar only
+    metrics["clip"]["order"] = [0.4]
+    fig = viz.plot_ablation(metrics)
+    err = [l for l in fig.axes[0].lines if l.get_gid() == "seed sd"]
+    assert fig.axes[0].patches[2].get_height() == pytest.approx(40.0)
+    assert np.isnan(err[2].get_ydata()).all() and np.isfinite(err[3].get_ydata()).any()
 
 
 def test_losses_golden_from_jsonl(tmp_path):
@@ -89,6 +134,34 @@ def test_losses_by_field_and_smoothing():
     a, b = fig.axes[0].lines
     np.testing.assert_allclose(a.get_ydata(), [4, 2, 1])     # EMA with factor 0.5
     np.testing.assert_allclose(b.get_ydata(), [1, 1, 1])
+
+
+def test_losses_seed_bands(tmp_path):
+    steps = list(range(0, 60, 10))
+    seeds = []
+    for k in range(3):                                    # ce_clip: 3 seeds, each a metrics.jsonl file
+        f = tmp_path / f"seed{k}.jsonl"
+        f.write_text("".join(json.dumps({"step": s, "loss": (1 + k) / (1 + s), "cmr": 0.1 * k}) + "\n" for s in steps))
+        seeds.append(f)
+    clip = [{"step": s, "loss": 2.0 / (1 + s)} for s in steps]   # one seed: a plain line
+    p = tmp_path / "losses_seeds.png"
+    fig = viz.plot_losses({"clip": clip, "ce_clip": seeds}, path=p)
+    _png(p, fig)
+    assert [a.get_title() for a in fig.axes] == ["loss", "cmr"]
+    assert [len(a.lines) for a in fig.axes] == [2, 1]
+    assert [len(a.collections) for a in fig.axes] == [1, 1]       # a ± sd band for the 3-seed run only
+    assert _legend(fig.axes[0]) == ["clip", "ce_clip"]
+    ys = np.array([[(1 + k) / (1 + s) for s in steps] for k in range(3)])
+    line = fig.axes[0].lines[1]
+    np.testing.assert_allclose(line.get_xdata(), steps)
+    np.testing.assert_allclose(line.get_ydata(), ys.mean(0))
+    band = fig.axes[0].collections[0].get_paths()[0].vertices
+    lo, hi = ys.mean(0) - ys.std(0, ddof=1), ys.mean(0) + ys.std(0, ddof=1)
+    for x, l, h in zip(steps, lo, hi):                            # the band spans mean ± sd at every step
+        at = band[np.isclose(band[:, 0], x), 1]
+        assert at.min() == pytest.approx(l) and at.max() == pytest.approx(h)
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), [2.0 / (1 + s) for s in steps])
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.1] * len(steps))   # mean of 0, 0.1, 0.2
 
 
 def test_thresholds_golden(tmp_path):
@@ -132,6 +205,17 @@ def test_separation_golden(tmp_path):
         assert texts == [f"before: {fb:.1f}% > 0", f"after: {fa:.1f}% > 0"]
     rel = fig.axes[0].texts
     assert float(rel[1].get_text().split()[1][:-1]) > float(rel[0].get_text().split()[1][:-1]) + 30
+    # seaborn's histogram per model (30 shared bins, each a density), a KDE per model and the 0 line
+    for k, ax in enumerate(fig.axes):
+        assert len(ax.patches) == 2 * 30
+        areas = [sum(b.get_height() * b.get_width() for b in ax.patches[m * 30:(m + 1) * 30]) for m in range(2)]
+        np.testing.assert_allclose(areas, [1, 1], rtol=1e-6)
+        assert len(ax.lines) == 3 and list(ax.lines[-1].get_xdata()) == [0, 0]
+        kde_peak = [ax.lines[m].get_xdata()[np.argmax(ax.lines[m].get_ydata())] for m in range(2)]
+        gaps = [(pn - bn[:, k])[mn[:, k]], (pn - an[:, k])[mn[:, k]]]
+        for peak, g in zip(kde_peak, gaps): assert abs(peak - np.median(g)) < 1.0
+    assert _legend(fig.axes[0]) == ["before", "after"]
+    assert all(ax.get_legend() is None for ax in fig.axes[1:])
     np.testing.assert_allclose(viz.gap_fraction(pos, before, mask).numpy(),
                                [np.mean((pn - bn[:, k])[mn[:, k]] > 0) for k in range(4)], rtol=1e-6)
 
@@ -193,4 +277,20 @@ def test_no_pyplot_state():
     import matplotlib.pyplot as plt
     before = set(plt.get_fignums())
     viz.plot_thresholds(torch.zeros(3, 4)); viz.plot_ablation({"a": {"t": 0.5}})
+    figs = [viz.plot_ablation({"a": {"t": [0.5, 0.6]}}),                      # the seaborn-drawn plots too
+            viz.plot_losses({"r": [[{"step": 0, "loss": 1.0}], [{"step": 0, "loss": 2.0}]]}),
+            viz.plot_separation(torch.zeros(5), torch.randn(5, 4))]
     assert set(plt.get_fignums()) == before     # figures are never registered with pyplot (no leaks in long runs)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    assert all(isinstance(f, viz.HFigure) and isinstance(f.canvas, FigureCanvasAgg) for f in figs)
+
+
+def test_colors_are_seaborns_and_lazy():
+    import seaborn as sns
+    assert viz.COLORS == sns.color_palette("colorblind").as_hex()
+    assert "COLORS" in dir(viz) and "COLORS" in viz.__all__
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"): viz.nope
+    # importing hnvl.viz does not import seaborn or pandas; the first plot does
+    code = ("import sys, hnvl.viz as v; assert 'seaborn' not in sys.modules and 'pandas' not in sys.modules; "
+            "v.plot_ablation({'a': {'t': 0.5}}); assert 'seaborn' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
