@@ -19,7 +19,7 @@ from .train import TrainConfig, LOSS_CONFIGS, fit
 # %% auto #0
 __all__ = ['DEMO_WORLDS', 'QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks',
            'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'separation_arrays', 'write_separation',
-           'read_separation', 'snapshot_run', 'report', 'theta_summary', 'hnvl_demo']
+           'read_separation', 'snapshot_run', 'seed_delta', 'report', 'theta_summary', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #dc739216
 DEMO_WORLDS = dict(
@@ -382,6 +382,7 @@ def separation_arrays(bundle, # `hnvl.model.ClipBundle`
                      ) -> dict:
     "s(I,T) (N,), s(I,T^k) (N, K) and the features of the first `n_features` scenes, as numpy arrays."
     from hnvl.model import encode_images, encode_texts, get_logit_scale, arrays_to_tensor
+    from hnvl.losses import own_similarities
     m = bundle.model.eval()
     dev = next(m.parameters()).device
     n, k = len(captions), len(negs.types)
@@ -392,9 +393,9 @@ def separation_arrays(bundle, # `hnvl.model.ClipBundle`
                          for j in range(0, len(texts), 1024)])
         scale = float(get_logit_scale(m))
     cap, neg = txt[:n], txt[n:].reshape(n, k, -1)
+    pos, own = own_similarities(img, cap, neg, scale)   # the scores CMR's hinge compares
     f = min(n_features, n)
-    return dict(pos=(scale * (img * cap).sum(-1)).numpy(),
-                neg=(scale * torch.einsum('nd,nkd->nk', img, neg)).numpy(),
+    return dict(pos=pos.numpy(), neg=own.numpy(),
                 scale=np.float32(scale), img=img[:f].numpy(), txt=cap[:f].numpy(), negf=neg[:f].numpy())
 
 # %% ../nbs/09_demo.ipynb #5c675874
@@ -462,8 +463,11 @@ def snapshot_run(src, # demo output folder
     return copied
 
 # %% ../nbs/09_demo.ipynb #918240ad
-def _delta(metrics, stds, a, b, task, n_seeds):
-    "Difference b − a in points and whether it is beyond the noise."
+def seed_delta(metrics:dict, stds:dict, # {config: {task: mean}}, {config: {task: std over seeds}}
+               a:str, b:str, task:str, # compare config `b` with config `a` on `task`
+               n_seeds:int, # seeds behind the means (1: a fixed noise level of 2 points)
+              ) -> tuple|None:
+    "(b − a in points, whether it is beyond the noise, the noise level); None where a config or task is missing."
     if a not in metrics or b not in metrics or task not in metrics[a]: return None
     d = metrics[b][task] - metrics[a][task]
     noise = max(2 * max(stds[a][task], stds[b][task]), 2.0) if n_seeds > 1 else 2.0
@@ -471,7 +475,7 @@ def _delta(metrics, stds, a, b, task, n_seeds):
 
 def _verdict(metrics, stds, a, b, task, n_seeds, what):
     "One markdown line: whether `b` adds to `a` on `task` (`what` names the step from `a` to `b`)."
-    r = _delta(metrics, stds, a, b, task, n_seeds)
+    r = seed_delta(metrics, stds, a, b, task, n_seeds)
     if r is None: return f"- {what}: not run."
     d, sig, noise = r
     word = ('adds' if d > 0 else 'costs') if sig else 'makes no clear difference to'
