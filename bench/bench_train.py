@@ -6,6 +6,9 @@ shapes world, which has no verbs, is never encoded), so the text tower sees up t
 (an N x (N + N*K) logit matrix, IMC and CMR) is small next to that. The script also times the text tower alone
 at N rows and at the rows a CE-CLIP step encodes, and the loss alone, so the ratio can be explained from the parts.
 Usage: python bench/bench_train.py [--batch 256] [--steps 10] [--threads 2] [--device cpu]
+It also runs 10 CE-CLIP steps back to back (one wait for the device at the end) with the loss checked on the
+host after every step (`train_step(guard=None)`, two reads a step) and without any read (`guard=FiniteGuard()`,
+what `fit` does between log points); on a CPU the two match, on a GPU the reads stall the launch queue.
 The last line is the ratio ce_clip / clip step time.
 """
 import argparse, sys, time
@@ -15,7 +18,8 @@ try: import hnvl  # noqa: F401
 except ImportError: sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
 from hnvl.model import create_model, encode_images, encode_texts, get_logit_scale
-from hnvl.train import TrainConfig, LOSS_CONFIGS, make_loss, make_optimizer, train_step, make_dataset, CachedTokenizer
+from hnvl.train import (TrainConfig, LOSS_CONFIGS, make_loss, make_optimizer, train_step, make_dataset, CachedTokenizer,
+                        FiniteGuard)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -48,6 +52,17 @@ def main():
         step()  # a second warmup step (time_fn does the first)
         return time_fn(step)
 
+    def time_run(guard, k=10):
+        "Seconds per step of `k` CE-CLIP steps back to back, waiting for the device only at the end."
+        c = cfg.replace(**LOSS_CONFIGS['ce_clip'])
+        loss_fn, opt = make_loss(c, batch_hn['mask'].shape[1]), make_optimizer(model, cfg.replace(lr=1e-5))
+        g = FiniteGuard() if guard else None
+        train_step(model, batch_hn, loss_fn, opt, guard=g); sync()
+        t = time.perf_counter()
+        for _ in range(k): train_step(model, batch_hn, loss_fn, opt, guard=g)
+        sync()
+        return (time.perf_counter() - t) / k
+
     N, K = a.batch, len(types)
     V = N + int(batch_hn['mask'].sum())  # the rows train_step encodes: captions + valid negatives
     # interleave the two objectives to share the machine's noise
@@ -78,6 +93,9 @@ def main():
     extra = ce_s - clip_s
     print(f"extra time per step {extra * 1e3:.1f} ms; of it, text tower on the {V - N} valid negatives {(t_txt_all - t_txt_n) * 1e3:.1f} ms, "
           f"loss maths {t_loss * 1e3:.1f} ms (upper bound)")
+    checked, free = min(time_run(False), time_run(False)), min(time_run(True), time_run(True))
+    print(f"ce_clip, 10 steps back to back: loss read every step {checked * 1e3:.1f} ms/step, no reads (guard) "
+          f"{free * 1e3:.1f} ms/step; ratio checked/sync-free {checked / free:.2f}")
     print(f"ratio ce_clip/clip step time: {ce_s / clip_s:.2f}")
 
 if __name__ == '__main__': main()

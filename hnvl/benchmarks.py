@@ -875,6 +875,7 @@ def _built_activation(bundle):
 # %% ../nbs/07_benchmarks.ipynb #e9e2ee38
 def evaluate_model(model:str='hnvl-tiny', # model name for hnvl.model.create_model
               checkpoint:str=None, # weights to load (.pt/.pth/.safetensors)
+              pretrained:str=None, # open_clip weights instead: a tag (openai; --model ViT-B-32), hf-hub:org/repo, DIR
               benchmarks:str='sugarcrepe,valse', # comma-separated benchmark names (see hnvl.benchmarks.LOADERS)
               data_root:str='.', # folder with the benchmarks' annotation files (and, by default, images)
               image_roots:str=None, # per-benchmark image folders: "sugarcrepe=/coco/val2017,valse=/valse/images"
@@ -896,7 +897,7 @@ def evaluate_model(model:str='hnvl-tiny', # model name for hnvl.model.create_mod
     # every benchmark's annotation files are read before the model is built: a wrong folder fails in seconds
     benches = [load(n, data_root, roots.get(n, data_root), **({'seed': seed} if n.endswith('_order') else {}))
                for n in names]
-    bundle = create_model(model, checkpoint=checkpoint, device=dev, quick_gelu=acts[activation],
+    bundle = create_model(model, checkpoint=checkpoint, pretrained=pretrained, device=dev, quick_gelu=acts[activation],
                           allow_activation_mismatch=bool(allow_activation_mismatch))
     act = check_activation(bundle, checkpoint, allow_activation_mismatch, explicit=activation != 'auto')
     res, cache = {}, {}
@@ -906,8 +907,8 @@ def evaluate_model(model:str='hnvl-tiny', # model name for hnvl.model.create_mod
         c = r.counts
         print(f"{b.name}: {c['scored']}/{c['items']} items scored, {c['missing_items']} missing; "
               + ', '.join(f'{k}={v:.2f}' for k, v in r.metrics.items() if isinstance(v, float)))
-    doc = {'model': {'name': getattr(bundle, 'name', model), 'checkpoint': checkpoint, 'activation': act,
-                     'activation_mismatch_allowed': bool(allow_activation_mismatch)},
+    doc = {'model': {'name': getattr(bundle, 'name', model), 'checkpoint': checkpoint, 'pretrained': pretrained,
+                     'activation': act, 'activation_mismatch_allowed': bool(allow_activation_mismatch)},
            'settings': {'data_root': data_root, 'image_roots': roots, 'skip_missing': bool(skip_missing), 'seed': seed,
                         'device': dev},
            'benchmarks': {k: v.to_dict() for k, v in res.items()},

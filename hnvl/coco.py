@@ -4,15 +4,18 @@
 
 # %% ../nbs/05a_coco.ipynb #9b6b14b1
 from __future__ import annotations
+import hashlib, os, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.script import call_parse, store_true
 
+from .core import load_json, save_json, progress_bar, open_image
 from .data import check_negatives, no_negatives
 
 # %% auto #0
-__all__ = ['CocoHardNegatives']
+__all__ = ['CocoHardNegatives', 'synthetic_coco', 'build_image_cache', 'ImageCache', 'transform_as_original', 'hnvl_image_cache']
 
 # %% ../nbs/05a_coco.ipynb #ad9850cd
 class CocoHardNegatives:
@@ -22,6 +25,7 @@ class CocoHardNegatives:
                  negatives_path, # `hnvl.negatives` cache, an in-memory `(captions, Negatives)`, or None (K = 0)
                  preprocess, # PIL image -> tensor (3, H, W), e.g. `ClipBundle.preprocess_train`
                  skip_missing:bool=False, # drop (and count) samples with a missing/unreadable image, not raise
+                 image_cache=None, # `build_image_cache` folder; None: `$HNVL_IMAGE_CACHE` or one found; False: none
                 ):
         self.image_root, self.preprocess = Path(image_root), preprocess
         samples, ids = _read_coco(ann_file)
@@ -31,7 +35,7 @@ class CocoHardNegatives:
         else:
             where = str(negatives_path) if not isinstance(negatives_path, tuple) else '<in memory>'
             rows, negs = _align_negs(caps, cache, where, ids)
-        bad = _check_images(self.image_root, samples, ann_file, skip_missing)
+        bad, nbytes = _check_images(self.image_root, samples, ann_file, skip_missing)
         keep = [i for i, (f, _) in enumerate(samples) if f not in bad]
         self.skipped, self.skipped_files = len(bad), sorted(bad)
         self.skipped_captions = len(samples) - len(keep)
@@ -45,18 +49,19 @@ class CocoHardNegatives:
         negatives = [list(negs.negatives[r]) for r in sel]
         self.negs = SimpleNamespace(types=self.types, negatives=negatives, mask=self.mask.numpy())
         self.captions = [c for _, c in self.samples]
+        self.image_cache = _use_cache(image_cache, self.image_root, {f: nbytes[f] for f, _ in self.samples}, preprocess)
     def __len__(self): return len(self.samples)
     @property
     def negatives(self) -> list:
         "The N×K negative strings (a view of `negs.negatives`)."
         return self.negs.negatives
     def load_image(self, i:int):
-        "The RGB PIL image of sample `i` (a `ValueError` naming the file if it cannot be decoded)."
-        from hnvl.core import open_image
+        "The RGB PIL image of sample `i` from its file (a `ValueError` naming the file if it cannot be decoded)."
         try: return open_image(self.image_root/self.samples[i][0])  # any mode -> RGB; a bad file names itself
         except (OSError, ValueError) as e: raise ValueError(f"cannot read COCO image: {e}") from e
     def __getitem__(self, i):
-        image = self.preprocess(self.load_image(i))
+        got = self.image_cache.get(self.samples[i][0]) if self.image_cache is not None else None
+        image = transform_as_original(self.preprocess, *got) if got else self.preprocess(self.load_image(i))
         return image, self.samples[i][1], list(self.negs.negatives[i]), self.mask[i]
 
 # %% ../nbs/05a_coco.ipynb #f29eb41d
@@ -96,12 +101,13 @@ def _load_negs(negatives_path):
     return caps, negs
 
 def _check_images(root, samples, ann_file, skip_missing):
-    "The file names to skip: with `skip_missing` the missing and unreadable ones, else a missing one raises."
+    "Files to skip (with `skip_missing` the missing and unreadable ones, else a missing one raises) and all byte sizes."
     from PIL import Image
-    bad = set()
+    bad, nbytes = set(), {}
     for f in dict.fromkeys(f for f, _ in samples):
         p = root/f
-        if not p.is_file():
+        nbytes[f] = _nbytes(p)
+        if nbytes[f] < 0:
             if not skip_missing:
                 raise FileNotFoundError(f"COCO image {str(p)!r} (file_name {f!r} in {str(ann_file)!r}) "
                                         "does not exist; pass skip_missing=True to skip it")
@@ -110,7 +116,37 @@ def _check_images(root, samples, ann_file, skip_missing):
             try:
                 with Image.open(p) as im: im.size
             except Exception: bad.add(f)
-    return bad
+    return bad, nbytes
+
+def _nbytes(p):
+    "A regular file's size in bytes; -1 if `p` is missing or not a regular file."
+    import stat
+    try: st = os.stat(p)
+    except OSError: return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
+
+def _use_cache(image_cache, root, nbytes, preprocess):
+    "The `ImageCache` to read, or None: one asked for must serve the dataset, one found that cannot is skipped."
+    if image_cache is False: return None
+    if not (image_cache is None or isinstance(image_cache, (str, os.PathLike))):
+        raise ValueError(f"image_cache must be a cache folder, None (find one) or False (none), got {image_cache!r}")
+    env = os.environ.get('HNVL_IMAGE_CACHE')
+    path, asked = ((image_cache, 'image_cache') if image_cache is not None else
+                   (env, '$HNVL_IMAGE_CACHE') if env else (Path(root)/'.hnvl_cache'/'images', None))
+    if asked is None and not Path(path).is_dir(): return None
+    try: cache = ImageCache(path); why = cache.stale(nbytes, _output_size(preprocess))
+    except (OSError, ValueError) as e: why = str(e)
+    else:
+        if why is None:
+            if not _geometric(preprocess):
+                warnings.warn(f"preprocess does not start with a torchvision RandomResizedCrop, Resize or CenterCrop: "
+                              f"it gets the cached copies (longer side <= {cache.size}), not full-size images",
+                              stacklevel=3)
+            return cache
+        why = f"image cache {str(path)!r} {why}"
+    if asked: raise ValueError(f"{asked}: {why}; rebuild it with hnvl_image_cache, or pass image_cache=False")
+    warnings.warn(f"{why}; reading the JPEGs instead (rebuild it with hnvl_image_cache)", stacklevel=3)
+    return None
 
 # %% ../nbs/05a_coco.ipynb #a1367e25
 def _align_negs(caps, cache, where, ids=None):
@@ -129,3 +165,295 @@ def _align_negs(caps, cache, where, ids=None):
         raise ValueError(f"negatives_path {where!r} has no negatives for {len(miss)} of {len(caps)} captions; "
                          f"first: {ann}(caption #{i}) {caps[i]!r}; build it from the same annotation file")
     return rows, negs
+
+# %% ../nbs/05a_coco.ipynb #5d71a5c0
+def synthetic_coco(root, # folder to create: `ROOT/images/*.jpg` and `ROOT/captions.json`
+                   n:int=24, # number of images
+                   sizes:tuple=((64, 48), (48, 64), (40, 40), (96, 72), (80, 45), (30, 90)), # (width, height), cycled
+                   seed:int=0, # rendering and caption seed
+                   quality:int=90, # JPEG quality
+                   captions:tuple=(2, 5), # captions per image: drawn from this range (inclusive)
+                  ) -> tuple:
+    "A COCO-shaped folder of rendered JPEGs and its captions JSON, nothing downloaded; returns (ann_file, image_root)."
+    from PIL import Image, ImageDraw, ImageFilter
+    colours = dict(red=(200, 40, 40), green=(40, 160, 60), blue=(40, 70, 200), yellow=(230, 200, 40),
+                   white=(240, 240, 240), black=(20, 20, 20), purple=(130, 50, 160), orange=(240, 140, 30))
+    root, rng, names = Path(root), np.random.default_rng(seed), list(colours)
+    (root/'images').mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for k in range(n):
+        w, h = sizes[k % len(sizes)]
+        a = rng.uniform(0, 2 * np.pi)
+        t = np.cos(a) * np.arange(w)[None] + np.sin(a) * np.arange(h)[:, None]
+        t = (t - t.min()) / max(1e-9, np.ptp(t))
+        c0, c1 = rng.uniform(0, 255, (2, 3))
+        im = Image.fromarray((c0 + (c1 - c0) * t[..., None]).astype(np.uint8))
+        draw, drawn = ImageDraw.Draw(im), []
+        for _ in range(int(rng.integers(2, 6))):
+            col, shape = names[rng.integers(len(names))], ('circle', 'square')[rng.integers(2)]
+            x0, y0, r = rng.uniform(0, w * .7), rng.uniform(0, h * .7), rng.uniform(.15, .35) * min(w, h)
+            (draw.ellipse if shape == 'circle' else draw.rectangle)((x0, y0, x0 + r, y0 + r), fill=colours[col])
+            drawn.append(f"{col} {shape}")
+        im = np.asarray(im.filter(ImageFilter.GaussianBlur(max(w, h) / 150))) + rng.normal(0, 3, (h, w, 3))
+        name = f"COCO_synthetic_{k:012d}.jpg"
+        Image.fromarray(np.clip(im, 0, 255).astype(np.uint8)).save(root/'images'/name, quality=quality)
+        images.append(dict(id=k + 1, file_name=name, width=w, height=h))
+        for c in range(int(rng.integers(captions[0], captions[1] + 1))):
+            rel = ('left of', 'above', 'next to', 'near')[rng.integers(4)]
+            cap = f"a {drawn[c % len(drawn)]} {rel} a {drawn[(c + 1) % len(drawn)]}"
+            anns.append(dict(id=len(anns) + 1, image_id=k + 1, caption=cap))
+    save_json(dict(images=images, annotations=anns), root/'captions.json')
+    return root/'captions.json', root/'images'
+
+# %% ../nbs/05a_coco.ipynb #50777ef5
+def build_image_cache(ann_file, # COCO captions JSON; its captioned images are cached, in first-caption order
+                      image_root, # folder holding the `file_name`s
+                      out=None, # cache folder (None: `IMAGE_ROOT/.hnvl_cache/images`, where the dataset looks)
+                      image_size:int=224, # the training resolution the cache serves
+                      size:int|None=None, # longest stored side, S (None: `round(1.5 * image_size)`)
+                      workers:int=0, # decoding processes (0: decode in this process)
+                      chunk:int=256, # images per write and per resume point
+                      overwrite:bool=False, # replace a cache in `out` built from other images or settings
+                      progress:bool=True, # show a progress bar
+                     ) -> Path:
+    "Decode every captioned COCO image once into a memory-mapped `(n, S, S, 3)` uint8 array with a JSON index."
+    if size is None and isinstance(image_size, int): size = round(1.5 * image_size)
+    _check_build_args(image_root, image_size, size, workers, chunk)
+    root = Path(image_root)
+    names = list(dict.fromkeys(f for f, _ in _read_coco(ann_file)[0]))
+    nbytes = [_nbytes(root/f) for f in names]
+    if names and max(nbytes) < 0:
+        raise FileNotFoundError(f"none of the {len(names)} images of ann_file {str(ann_file)!r} is in image_root "
+                                f"{str(root)!r} (first: {names[0]!r})")
+    key = dict(format=CACHE_FORMAT, format_version=CACHE_VERSION, n=len(names), size=size, image_size=image_size,
+               resize=RESIZE_RULE, sources_sha256=_sources_hash(names, nbytes))
+    out = Path(out) if out is not None else root/'.hnvl_cache'/'images'
+    if _index_matches(out, key, overwrite): return out
+    pixels, rows, state = _open_build(out, key)
+    pool = None
+    if workers:
+        from concurrent.futures import ProcessPoolExecutor
+        pool = ProcessPoolExecutor(workers)
+    bar = progress_bar(total=len(names), initial=state['done'], disable=not progress, unit='img', desc='image cache')
+    try:
+        for s in range(state['done'], len(names), chunk):
+            part = [str(root/f) for f in names[s:s + chunk]]
+            got = (pool.map(_fit_image, part, [size] * len(part), chunksize=max(1, len(part) // (4 * workers)))
+                   if pool else map(_fit_image, part, [size] * len(part)))
+            for r, g in enumerate(got, s):
+                pixels[r], rows[r] = 0, 0
+                if isinstance(g, str): state['unreadable'][names[r]] = g; continue
+                (a, (w, h)), (hs, ws) = g, g[0].shape[:2]
+                pixels[r, :hs, :ws], rows[r] = a, (hs, ws, h, w)
+            pixels.flush(); rows.flush()
+            state['done'] = s + len(part)
+            save_json(state, out/'progress.json')
+            bar.update(len(part))
+    finally:
+        bar.close()
+        if pool: pool.shutdown(cancel_futures=True)
+    from hnvl import __version__
+    meta = [[*map(int, r), b] for r, b in zip(np.asarray(rows), nbytes)]
+    del pixels, rows
+    save_json(dict(key, files={f: i for i, f in enumerate(names)}, rows=meta, unreadable=state['unreadable'],
+                   ann_file=str(ann_file), image_root=str(root), hnvl_version=__version__), out/'index.json')
+    (out/'progress.json').unlink(); (out/'rows.npy').unlink()
+    return out
+
+# %% ../nbs/05a_coco.ipynb #f2d8e96e
+CACHE_FORMAT, CACHE_VERSION = 'hnvl-image-cache', 1
+RESIZE_RULE = 'longer side fitted to size (aspect kept, never enlarged), PIL bicubic, top-left, zero padding'
+
+def _check_build_args(image_root, image_size, size, workers, chunk):
+    "Raise a `ValueError` naming the first argument out of range."
+    if not Path(image_root).is_dir(): raise ValueError(f"image_root {str(image_root)!r} is not a folder")
+    for name, v, lo in (('image_size', image_size, 1), ('size', size, image_size), ('workers', workers, 0),
+                        ('chunk', chunk, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}{' (image_size)' if name == 'size' else ''}, got {v!r}")
+
+def _sources_hash(names, nbytes):
+    "SHA-256 of the ordered (file name, byte size) list a cache is built from."
+    h = hashlib.sha256()
+    for f, b in zip(names, nbytes): h.update(f"{f}\t{b}\n".encode())
+    return h.hexdigest()
+
+def _index_matches(out, key, overwrite):
+    "True if `out` already holds the cache `key` describes; an index for another one raises unless `overwrite`."
+    if not (out/'index.json').is_file(): return False
+    old = load_json(out/'index.json')
+    if all(old.get(k) == v for k, v in key.items()): return True
+    if not overwrite:
+        raise ValueError(f"out {str(out)!r} holds an image cache of {old.get('n')} images at size {old.get('size')} "
+                         "built from other images or settings; pass overwrite=True (--overwrite) to replace it")
+    (out/'index.json').unlink()  # from here on the folder is no cache until the new index is written
+    return False
+
+def _open_build(out, key):
+    "The pixel and row arrays and the progress state of a build of `key`: resumed if one was left, else new."
+    from numpy.lib.format import open_memmap
+    out.mkdir(parents=True, exist_ok=True)
+    shape, rshape = (key['n'], key['size'], key['size'], 3), (key['n'], 4)
+    state = load_json(out/'progress.json') if (out/'progress.json').is_file() else {}
+    if state.get('key') == key and (out/'images.npy').is_file() and (out/'rows.npy').is_file():
+        try:
+            pixels, rows = open_memmap(out/'images.npy', mode='r+'), open_memmap(out/'rows.npy', mode='r+')
+            if (pixels.shape, pixels.dtype, rows.shape) == (shape, np.uint8, rshape): return pixels, rows, state
+        except ValueError: pass  # a damaged file: start over
+    pixels = open_memmap(out/'images.npy', mode='w+', dtype=np.uint8, shape=shape)
+    rows = open_memmap(out/'rows.npy', mode='w+', dtype=np.int64, shape=rshape)
+    state = dict(key=key, done=0, unreadable={})
+    save_json(state, out/'progress.json')  # marks the folder as a build in progress from the start
+    return pixels, rows, state
+
+def _fit_image(path, size):
+    "(pixels (h, w, 3) uint8 with the longer side <= `size`, original (width, height)), or why it cannot be read."
+    from PIL import Image
+    try: im = open_image(path)
+    except (OSError, ValueError) as e: return str(e)
+    w, h = im.size
+    s = size / max(w, h)
+    if s < 1: im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.BICUBIC)
+    return np.asarray(im), (w, h)
+
+# %% ../nbs/05a_coco.ipynb #91863508
+class ImageCache:
+    "A finished image cache: its index and, opened on first use, its read-only memory-mapped pixels."
+    def __init__(self, path, # a folder written by `build_image_cache`
+                ):
+        self.path = p = Path(path)
+        if not (p/'index.json').is_file():
+            why = ('its build did not finish (run hnvl_image_cache again to resume it)' if (p/'progress.json').is_file()
+                   else 'is not a folder' if not p.is_dir() else 'has no index.json: it is not an image cache')
+            raise FileNotFoundError(f"image cache {str(p)!r} {why}")
+        idx = load_json(p/'index.json')
+        ok = isinstance(idx, dict) and idx.get('format') == CACHE_FORMAT
+        if not ok or idx.get('format_version', 0) > CACHE_VERSION:
+            raise ValueError(f"image cache {str(p)!r}: index.json is not an hnvl image cache (format version <= "
+                             f"{CACHE_VERSION})")
+        self.size, self.image_size, self.n = idx['size'], idx['image_size'], idx['n']
+        self.files, self.rows, self.unreadable = idx['files'], idx['rows'], idx['unreadable']
+        self._pixels = None
+    def __len__(self): return self.n
+    @property
+    def pixels(self) -> np.ndarray:
+        "The `(n, S, S, 3)` uint8 array, memory-mapped read-only (once per process)."
+        if self._pixels is None:
+            a = np.load(self.path/'images.npy', mmap_mode='r')
+            if a.shape != (self.n, self.size, self.size, 3) or a.dtype != np.uint8:
+                raise ValueError(f"image cache {str(self.path)!r}: images.npy is {a.dtype} {a.shape}, its index says "
+                                 f"uint8 {(self.n, self.size, self.size, 3)}")
+            self._pixels = a
+        return self._pixels
+    def get(self, name:str, # a `file_name`
+           ):
+        "(stored copy as a PIL image, original (width, height)), or None if the cache has no pixels for `name`."
+        from PIL import Image
+        r = self.files.get(name)
+        if r is None or name in self.unreadable: return None
+        h, w, H, W = self.rows[r][:4]
+        return Image.fromarray(np.ascontiguousarray(self.pixels[r, :h, :w])), (W, H)
+    def stale(self, nbytes:dict, # {file_name: byte size now} of the files to be read
+              image_size:int|None=None, # side of the images the transform makes (None: not checked)
+             ) -> str|None:
+        "Why this cache cannot serve the files `nbytes` at `image_size`, or None if it can."
+        if image_size is not None and image_size > self.image_size:
+            return f"was built for image_size {self.image_size}, the transform makes {image_size}"
+        miss = [f for f in nbytes if f not in self.files]
+        if miss:
+            return (f"has no row for {len(miss)} of the {len(nbytes)} images to read (first: {miss[0]!r}): "
+                    "it was built from another image list")
+        for f, b in nbytes.items():
+            if f not in self.unreadable and self.rows[self.files[f]][4] != b:
+                return f"does not match {f!r}: {self.rows[self.files[f]][4]} bytes then, {b} now"
+        self.pixels  # a damaged array file raises here
+        return None
+    def __getstate__(self): return {**self.__dict__, '_pixels': None}  # each process maps the file itself
+
+# %% ../nbs/05a_coco.ipynb #e635efc4
+def transform_as_original(preprocess, # e.g. `ClipBundle.preprocess_train` (a torchvision `Compose`)
+                          image, # PIL image: a downscaled copy of the original
+                          source_size:tuple, # (width, height) of the original
+                         ):
+    "`preprocess(original)` from a downscaled copy: leading crops and resizes drawn on the original's geometry."
+    steps = list(getattr(preprocess, 'transforms', [preprocess]))
+    k, box, size, resample = _plan(steps, source_size)
+    if k == 0: return preprocess(image)
+    (W, H), (w, h) = source_size, image.size
+    box = (max(0., box[0] * w / W), max(0., box[1] * h / H), min(w, box[2] * w / W), min(h, box[3] * h / H))
+    x = image.resize(size, resample, box=box)
+    for t in steps[k:]: x = t(x)
+    return x
+
+# %% ../nbs/05a_coco.ipynb #31a8f411
+def _plan(steps, source_size):
+    "How many leading `steps` are crops/resizes; their box in original pixels, output (w, h) and PIL resample."
+    import torchvision.transforms as T
+    from torchvision.transforms.functional import pil_modes_mapping
+    (W, H), k, mode = source_size, 0, T.InterpolationMode.BICUBIC
+    x0, y0, x1, y1, cw, ch = 0., 0., float(W), float(H), W, H  # box in original pixels; the virtual image's size
+    def sub(left, top, w, h):
+        sx, sy = (x1 - x0) / cw, (y1 - y0) / ch
+        return x0 + left * sx, y0 + top * sy, x0 + (left + w) * sx, y0 + (top + h) * sy
+    for t in steps:
+        kind = type(t)
+        if kind is T.RandomResizedCrop and t.interpolation in pil_modes_mapping:
+            i, j, h, w = t.get_params(torch.empty(1, 1, 1).expand(3, ch, cw), t.scale, t.ratio)  # the JPEG's draws
+            (x0, y0, x1, y1), (ch, cw), mode = sub(j, i, w, h), t.size, t.interpolation
+        elif kind is T.Resize and t.interpolation in pil_modes_mapping and t.size is not None:
+            size = [t.size] if isinstance(t.size, int) else list(t.size)
+            (ch, cw), mode = _resized(ch, cw, size, t.max_size), t.interpolation
+        elif kind is T.CenterCrop and t.size[0] <= ch and t.size[1] <= cw:  # (a padding crop is left to itself)
+            th, tw = t.size
+            (x0, y0, x1, y1), ch, cw = sub(int(round((cw - tw) / 2.)), int(round((ch - th) / 2.)), tw, th), th, tw
+        else: break
+        k += 1
+    return k, (x0, y0, x1, y1), (cw, ch), pil_modes_mapping[mode]
+
+def _resized(h, w, size, max_size=None):
+    "(height, width) after torchvision's `Resize(size, max_size=max_size)` of an h × w image."
+    if len(size) > 1: return size[0], size[1]
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size[0], int(size[0] * long / short)
+    if max_size is not None and new_long > max_size:
+        new_short, new_long = int(max_size * new_short / new_long), max_size
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+def _geometric(preprocess):
+    "True if `preprocess` starts with a step `transform_as_original` plans on the original geometry."
+    import torchvision.transforms as T
+    first = next(iter(getattr(preprocess, 'transforms', [preprocess])), None)
+    return type(first) in (T.RandomResizedCrop, T.Resize, T.CenterCrop)
+
+def _output_size(preprocess):
+    "The side of the images `preprocess` makes, if its crops and resizes tell; else None."
+    import torchvision.transforms as T
+    sizes = [max(t.size) if isinstance(t.size, (tuple, list)) else t.size
+             for t in getattr(preprocess, 'transforms', [preprocess])
+             if type(t) in (T.RandomResizedCrop, T.Resize, T.CenterCrop) and t.size is not None]
+    return max(sizes) if sizes else None
+
+# %% ../nbs/05a_coco.ipynb #3983d325
+@call_parse
+def hnvl_image_cache(ann_file:str, # COCO captions JSON, e.g. captions_train2014.json
+                     image_root:str, # folder holding its images, e.g. train2014
+                     out:str=None, # cache folder (default IMAGE_ROOT/.hnvl_cache/images, where training finds it)
+                     image_size:int=224, # training resolution the cache serves
+                     size:int=None, # longest stored side in pixels (default 1.5 x image_size)
+                     workers:int=0, # decoding processes (0: decode in this process)
+                     overwrite:store_true=False, # replace a cache built from other images or settings
+                     quiet:store_true=False, # no progress bar or summary
+                    ):
+    "Decode the COCO training images once into a memory-mapped array that `CocoHardNegatives` reads instead."
+    p = build_image_cache(ann_file, image_root, out, image_size, size, workers, overwrite=overwrite, progress=not quiet)
+    if not quiet:
+        idx = load_json(p/'index.json')
+        print(f"{idx['n'] - len(idx['unreadable'])} of {idx['n']} images at size {idx['size']} "
+              f"({len(idx['unreadable'])} unreadable: read from their files) -> {p}")
+    return p
+
+# %% ../nbs/05a_coco.ipynb #90dc5129
+def _cli():
+    "The `hnvl_image_cache` console script (settings.ini): exit status 0, the result is for Python callers."
+    from hnvl.core import console_entry
+    console_entry(hnvl_image_cache)

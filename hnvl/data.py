@@ -17,8 +17,8 @@ from .core import cache_dir, atomic_write, forward_moved
 # %% auto #0
 __all__ = ['COLORS', 'SHAPES', 'SIZES', 'RELATIONS', 'INVERSE', 'TASKS', 'WorldConfig', 'scene_key', 'scene_captions',
            'render_scenes', 'World', 'make_world', 'world_cache_path', 'Task', 'make_task', 'world_tasks',
-           'retrieval_targets', 'HardNegativeDataset', 'ArrayHardNegatives', 'no_negatives', 'check_negatives',
-           'collate_hard_negatives', 'CocoHardNegatives']
+           'zero_shot_prompts', 'retrieval_targets', 'HardNegativeDataset', 'ArrayHardNegatives', 'no_negatives',
+           'check_negatives', 'collate_hard_negatives', 'CocoHardNegatives']
 
 # %% ../nbs/05_data.ipynb #5ac2c32e
 COLORS = {'red': (220, 40, 40), 'green': (40, 175, 60), 'blue': (50, 90, 230), 'yellow': (230, 210, 40),
@@ -388,7 +388,7 @@ class Task:
 
 # %% ../nbs/05_data.ipynb #52c17098
 TASKS = ('relation_swap', 'attribute_swap', 'order', 'replace_att', 'replace_obj', 'replace_rel',
-         'swap_obj', 'swap_att', 'retrieval')
+         'swap_obj', 'swap_att', 'retrieval', 'zero_shot')
 
 def make_task(cfg:WorldConfig, # world configuration
               name:str, # one of `TASKS`
@@ -405,13 +405,15 @@ def make_task(cfg:WorldConfig, # world configuration
     for _ in range(200 * max(n, 1)):
         if len(items) == n: break
         scene, _R = next(stream)
+        if name == 'zero_shot': scene = _single_object(cfg, scene, R)
         got = fn(cfg, scene, R)
         if got is None: continue
         true, negs, group = got
         if name == 'retrieval':
             caps = scene_captions(scene, cfg.inverse_phrasings, cfg.varied_wording)
             true, negs = caps[0], caps[1:]
-        texts, label = ([true] + negs, 0) if name in ('order', 'retrieval') else _opts(R, true, negs)
+        texts, label = ([true] + negs, 0) if name in ('order', 'retrieval', 'zero_shot') else _opts(R, true, negs)
+        if name == 'zero_shot': texts, label = zero_shot_prompts(cfg), zero_shot_prompts(cfg).index(true)
         item = dict(image=len(scenes), texts=texts, label=label, group=group, heldout=scene['heldout'])
         if name == 'retrieval': item['key'] = scene_key(scene)
         scenes.append(scene)
@@ -572,7 +574,34 @@ def _item_fn(name):
             'replace_rel': _item_replace_rel,
             'swap_obj': lambda c, s, R: _item_swap(c, s, R, ('shape',)),
             'swap_att': lambda c, s, R: _item_swap(c, s, R, ('color', 'size')),
-            'retrieval': lambda c, s, R: (None, [], 'retrieval')}[name]
+            'retrieval': lambda c, s, R: (None, [], 'retrieval'),
+            'zero_shot': _item_zero_shot}[name]
+
+# %% ../nbs/05_data.ipynb #727d5eea
+def zero_shot_prompts(cfg:WorldConfig, # world configuration (its colours and shapes are the classes)
+                     ) -> list[str]:
+    "The `zero_shot` task's class prompts, one per colour–shape class, in a fixed order."
+    return [f"a photo of a {c} {s}" for c in cfg.colors for s in cfg.shapes]
+
+# %% ../nbs/05_data.ipynb #67dacafb
+def _single_object(cfg, scene, R):
+    "A scene holding one of `scene`'s described objects alone (the held-out one if any), at a random place."
+    held = set(cfg.heldout)
+    pair = [scene['objects'][scene['subject']], scene['objects'][scene['object']]]
+    cands = [o for o in pair if (o['color'], o['shape']) in held] or pair
+    o = {k: v for k, v in R.choice(cands).items()}
+    S, r = cfg.image_size, o['r']
+    o['x'], o['y'] = R.uniform(r + .5, S - r - .5), R.uniform(r + .5, S - r - .5)
+    o['outline'] = None
+    if R.random() < cfg.outline_prob:
+        o['outline'] = R.choice([c for c in cfg.colors if c != o['color']] or [o['color']])
+    return {'objects': [o], 'subject': 0, 'relation': None, 'object': 0,
+            'heldout': (o['color'], o['shape']) in held}
+
+def _item_zero_shot(cfg, scene, R):
+    o = scene['objects'][0]
+    true = f"a photo of a {o['color']} {o['shape']}"
+    return true, [t for t in zero_shot_prompts(cfg) if t != true], 'heldout' if scene['heldout'] else 'seen'
 
 # %% ../nbs/05_data.ipynb #070f9d02
 def retrieval_targets(task:Task, # the `retrieval` task (items carry a `key`)

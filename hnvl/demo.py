@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_demo.ipynb #a4987e20
 from __future__ import annotations
-import dataclasses, hashlib, json, math, os, time
+import dataclasses, functools, hashlib, json, math, os, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from .data import COLORS, SHAPES, SIZES
 from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
-__all__ = ['DEMO_WORLDS', 'QUICK', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate', 'make_benchmarks',
-           'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'separation_arrays', 'write_separation',
-           'read_separation', 'snapshot_run', 'seed_delta', 'report', 'theta_summary', 'hnvl_demo']
+__all__ = ['DEMO_WORLDS', 'QUICK', 'INTERPOLATION_TASKS', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate',
+           'make_benchmarks', 'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'separation_arrays',
+           'write_separation', 'read_separation', 'snapshot_run', 'interpolate_runs', 'interpolation_summary',
+           'write_interpolation_plot', 'seed_delta', 'report', 'theta_summary', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #dc739216
 DEMO_WORLDS = dict(
@@ -27,6 +28,9 @@ DEMO_WORLDS = dict(
     relations=dict(colors=tuple(COLORS), shapes=tuple(SHAPES), sizes=tuple(SIZES), varied_wording=False,
                    outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0),
     binding=dict(), # the default `WorldConfig`: attribute binding not free
+    # `relations` plus an undescribed object: the subject's shape in the object's colour
+    crowded=dict(colors=tuple(COLORS), shapes=tuple(SHAPES), sizes=tuple(SIZES), varied_wording=False,
+                 outline_prob=0.0, share_prob=0.0, noise=0.0, color_jitter=0, n_objects=3, distractor_swap_prob=1.0),
 )
 
 # %% ../nbs/09_demo.ipynb #4702ddae
@@ -57,6 +61,9 @@ class DemoConfig:
     # (1: one after another, in this process)
     jobs: int = 2
     progress: bool = True # tqdm bars
+    # also mix each configuration's seed-0 fine-tune with the pretrained model, θ(α) = (1 − α)·θ₀ + α·θ₁,
+    # and score every α in {0, 0.1, ..., 1} (`interpolate_runs`)
+    interpolate: bool = False
 
     def __post_init__(self):
         self.world = _demo_world(self.world)
@@ -223,10 +230,13 @@ def run_demo(dc:DemoConfig, # the demo's config
             done(key, res['bundle'], time.perf_counter() - s)
     timings['finetune_wall_s'] = time.perf_counter() - t
     for name in recipes: runs[name] = [results[(name, seed)] for seed in range(dc.seeds)]
-    return _write_run(out, dc, ckpt, list(recipes), runs, timings, t0, log)
+    t = time.perf_counter()
+    curves = interpolate_runs(out, dc, ckpt, list(recipes), benches, log) if dc.interpolate else None
+    if curves is not None: timings['interpolation_s'] = time.perf_counter() - t
+    return _write_run(out, dc, ckpt, list(recipes), runs, timings, t0, log, curves)
 
 # %% ../nbs/09_demo.ipynb #0d615c93
-def _write_run(out, dc, ckpt, names, runs, timings, t0, log):
+def _write_run(out, dc, ckpt, names, runs, timings, t0, log, curves=None):
     "Mean and std over seeds, then the run's separation, metrics, runs.json, plots and report."
     tasks = list(runs['clip'][0])
     metrics = {c: {k: _mean_std([r[k] for r in rs])[0] for k in tasks} for c, rs in runs.items()}
@@ -240,7 +250,10 @@ def _write_run(out, dc, ckpt, names, runs, timings, t0, log):
     save_json(stds, out/'metrics_std.json')
     save_json(dict(config=asdict(dc), pretrained=str(ckpt), runs=runs, timings=timings), out/'runs.json')
     plots = write_plots(out, metrics, stds, dc)
-    (out/'report.md').write_text(report(metrics, stds, dc, timings, plots, theta_summary(out, names)))
+    if curves:
+        save_json({c: {str(a): m for a, m in cv.items()} for c, cv in curves.items()}, out/'interpolation.json')
+        plots.append(write_interpolation_plot(out, curves))
+    (out/'report.md').write_text(report(metrics, stds, dc, timings, plots, theta_summary(out, names), curves))
     log(f"wrote {out/'metrics.json'}, {out/'report.md'} ({timings['total_s']:.0f} s)")
     return dict(metrics=metrics, std=stds, timings=timings, out=str(out))
 
@@ -448,7 +461,7 @@ def snapshot_run(src, # demo output folder
     src, dest = Path(src), Path(dest)
     if not (src/'metrics.json').exists():
         raise FileNotFoundError(f"{src}: not a finished demo run (no metrics.json)")
-    names = ['metrics.json', 'metrics_std.json', 'runs.json', 'report.md', 'separation.npz']
+    names = ['metrics.json', 'metrics_std.json', 'runs.json', 'report.md', 'separation.npz', 'interpolation.json']
     names += [str(f.relative_to(src)) for f in sorted(src.glob('runs/*/seed*/*'))
               if f.name in ('metrics.jsonl', 'config.json')]
     copied = []
@@ -461,6 +474,76 @@ def snapshot_run(src, # demo output folder
     runs['pretrained'] = Path(runs['pretrained']).parent.name
     save_json(runs, dest/'runs.json')
     return copied
+
+# %% ../nbs/09_demo.ipynb #cd0273b9
+INTERPOLATION_TASKS = ('relation_swap', 'attribute_swap', 'zero_shot', 'retrieval') # the benchmarks scored per α
+
+def interpolate_runs(out, # demo output folder (`out/runs/<config>/seed0/model.pt`)
+                     dc:DemoConfig, # the demo's config (progress bars)
+                     ckpt, # the pretrained checkpoint (θ₀)
+                     configs:list, # configurations to mix with it
+                     benches:dict, # {task: Benchmark} from `make_benchmarks`
+                     log=print, # progress messages
+                    ) -> dict:
+    "{config: {α: {task: value}}}: each seed-0 fine-tune mixed with the pretrained model over `ALPHAS`."
+    from hnvl.interpolate import interpolation_curve, ALPHAS
+    sub = {k: b for k, b in benches.items() if k in INTERPOLATION_TASKS}
+    curves = {}
+    for c in configs:
+        p = Path(out)/'runs'/c/'seed0'/'model.pt'
+        if not p.exists(): continue
+        curves[c] = interpolation_curve(ckpt, p, functools.partial(evaluate, benches=sub), ALPHAS,
+                                        progress=dc.progress)
+        s = interpolation_summary(curves[c])
+        log(f"{c}: alpha* = {s['alpha']:g} keeps {s['kept']:.0%} of the relation-swap gain")
+    return curves
+
+# %% ../nbs/09_demo.ipynb #6753d9d7
+def interpolation_summary(curve:dict, # {α: {task: value}} with α = 0 and α = 1
+                          task:str='relation_swap', # the task whose gain α* keeps
+                          keep:float=0.9, # the share of that gain to keep
+                         ) -> dict:
+    "α*, the share of `task`'s gain it keeps, and per other task the values at 0, 1 and α* and the loss won back."
+    from hnvl.interpolate import best_alpha
+    a = best_alpha(curve, task, keep)
+    v = lambda t: (curve[0][t], curve[1][t], curve[a][t])
+    g0, g1, ga = v(task)
+    res = dict(alpha=a, task=task, keep=keep, kept=(ga - g0) / (g1 - g0) if g1 != g0 else 1.0, tasks={})
+    for t in curve[0]:
+        v0, v1, va = v(t)
+        res['tasks'][t] = dict(pretrained=v0, finetuned=v1, at_alpha=va,
+                               won_back=(va - v1) / (v0 - v1) if v1 < v0 else None)  # None: nothing was lost
+    return res
+
+# %% ../nbs/09_demo.ipynb #dec2eb52
+def write_interpolation_plot(out:Path, # demo output folder
+                             curves:dict, # {config: {α: {task: value}}}
+                            ) -> str:
+    "The interpolation curves, one panel per configuration, α* marked; returns the PNG's name."
+    import matplotlib
+    matplotlib.use('Agg')
+    from hnvl.interpolate import plot_interpolation
+    import matplotlib.pyplot as plt
+    plot_interpolation(curves, task='relation_swap', keep=0.9, path=Path(out)/'interpolation.png',
+                       title='weight interpolation θ(α) = (1 − α)·θ₀ + α·θ₁ (seed 0)')
+    plt.close('all')
+    return 'interpolation.png'
+
+def _report_interpolation(curves):
+    "The report's interpolation section: α* per configuration and what it keeps and wins back."
+    L = ["## Weight interpolation", "",
+         "θ(α) = (1 − α)·θ₀ + α·θ₁ between the pretrained model and each seed-0 fine-tune (Wortsman et al., "
+         "CVPR 2022). α* is the smallest α on the grid keeping 90% of the relation-swap gain; each line gives "
+         "pretrained → fine-tuned → α*, and the share of the fine-tune's loss that α* wins back.", ""]
+    for c, cv in curves.items():
+        s = interpolation_summary(cv)
+        L.append(f"- {c}: α* = {s['alpha']:g}, keeping {s['kept']:.0%} of the relation-swap gain")
+        for t, d in s['tasks'].items():
+            if t == s['task']: continue
+            back = (f"wins back {d['won_back']:.0%}" if d['won_back'] is not None
+                    else "fine-tuning cost nothing")
+            L.append(f"  - {t}: {d['pretrained']:.1f} → {d['finetuned']:.1f} → {d['at_alpha']:.1f} ({back})")
+    return L + [""]
 
 # %% ../nbs/09_demo.ipynb #918240ad
 def seed_delta(metrics:dict, stds:dict, # {config: {task: mean}}, {config: {task: std over seeds}}
@@ -489,10 +572,12 @@ def report(metrics:dict, # {config: {task: accuracy}} (mean over seeds)
            timings:dict, # seconds per phase
            plots:list=(), # PNG file names
            theta:list=(), # lines from `theta_summary`
+           curves:dict|None=None, # {config: {α: {task: value}}} from `interpolate_runs`
           ) -> str:
     "The markdown report of a demo run."
     L = _report_tables(metrics, stds, dc) + _report_verdicts(metrics, stds, dc.seeds)
     if theta: L += _report_theta(theta)
+    if curves: L += _report_interpolation(curves)
     L += _report_timings(timings, dc)
     if plots: L += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return '\n'.join(L)
@@ -537,7 +622,7 @@ def _report_verdicts(metrics, stds, n):
          v('itc_hn_imc', 'ce_clip', 'CMR on top of IMC'),
          v('ce_clip_fixed', 'ce_clip', 'The adaptive threshold (over a fixed margin)')]
     L += [v('clip', 'ce_clip', 'The full method', t)
-          for t in ('attribute_swap', 'retrieval_i2t_r1', 'retrieval_t2i_r1')]
+          for t in ('attribute_swap', 'zero_shot', 'retrieval_i2t_r1', 'retrieval_t2i_r1')]
     if n > 1: noise = ("the noise level is twice the larger seed std of the pair, at least 2 points "
                        "(the seeds are fine-tuning seeds: `clip` is one pretraining, so its ± is 0).")
     else: noise = ("with one seed the noise level is a fixed 2 points, "
@@ -591,7 +676,7 @@ def hnvl_demo(out:str='runs/demo', # output folder
               # the quick profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64;
               # ~5.5 min on 2 cores)
               quick:bool=False,
-              world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default) or 'binding'
+              world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default), 'binding' or 'crowded'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
               configs:str=None, # comma-separated subset of the configurations
               threads:int=2, # torch CPU threads
@@ -600,9 +685,12 @@ def hnvl_demo(out:str='runs/demo', # output folder
               jobs:int=None,
               device:str=None, # cpu | cuda (default: cuda if visible)
               no_progress:bool=False, # hide the progress bars
+              # also score θ(α) = (1 − α)·θ_pretrained + α·θ_finetuned, α = 0, 0.1, ..., 1, per configuration
+              interpolate:bool=False,
              ):
     "Run the shapes-world ablation: pretrain (cached), fine-tune, evaluate, write metrics.json, report.md and plots."
-    kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, progress=not no_progress, device=device)
+    kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, progress=not no_progress, device=device,
+              interpolate=interpolate)
     if jobs is not None: kw['jobs'] = jobs
     if configs: kw['configs'] = tuple(c.strip() for c in configs.split(','))
     return run_demo(DemoConfig.make(quick=quick, **kw))

@@ -4,8 +4,9 @@
 
 # %% ../nbs/06_train.ipynb #1819e32f
 from __future__ import annotations
-import dataclasses, functools, json, math, os, random, socket, sys, time
-from contextlib import nullcontext
+import dataclasses, functools, inspect, json, math, os, random, socket, sys, threading, time
+from collections import Counter
+from contextlib import nullcontext, contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 
@@ -27,8 +28,9 @@ from .data import WorldConfig, make_world, ArrayHardNegatives, CocoHardNegatives
 # %% auto #0
 __all__ = ['PRESETS', 'LOSS_CONFIGS', 'CHECKPOINT_KEYS', 'RESUME_FIELDS', 'TrainConfig', 'param_groups', 'make_optimizer',
            'lr_lambda', 'make_threshold', 'make_loss', 'EpochBatchSampler', 'CachedTokenizer', 'make_dataset',
-           'batches', 'NonFiniteLossError', 'train_step', 'previous_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'find_checkpoint', 'RunFolderInUse', 'RunLock', 'fit', 'hnvl_train', 'parse_set']
+           'data_workers', 'batches', 'NonFiniteLossError', 'FiniteGuard', 'as_floats', 'train_step',
+           'previous_checkpoint', 'save_checkpoint', 'load_checkpoint', 'find_checkpoint', 'RunFolderInUse', 'RunLock',
+           'fit', 'HostReads', 'hnvl_train', 'parse_set']
 
 # %% ../nbs/06_train.ipynb #286e627e
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     # model
     model: str = 'hnvl-tiny' # open_clip model name (`hnvl-tiny`, `ViT-B-32-quickgelu`, ...)
     checkpoint: str|None = None # weights to start from (None: random init)
+    pretrained: str|None = None # open_clip weights by name: a tag ('openai', ...), 'hf-hub:org/repo' or a file
     quick_gelu: bool|None = None # force QuickGELU (None: what the model name says)
     # data
     data: str = 'shapes' # 'shapes' (the embedded world) | 'coco'
@@ -53,7 +56,8 @@ class TrainConfig:
     coco_images: str|None = None # COCO image folder
     negatives_path: str|None = None # negatives cache written by `hnvl_negatives`
     skip_missing: bool = False # COCO: skip (and count) missing images instead of raising
-    num_workers: int = 0 # DataLoader workers (COCO)
+    num_workers: int|None = None # DataLoader workers (COCO); None: min(8, CPUs) on CUDA, 0 on the CPU
+    prefetch_factor: int = 2 # batches each DataLoader worker keeps ready (workers > 0)
     # optimisation
     steps: int|None = None # total optimisation steps (None: epochs × steps per epoch)
     epochs: int = 1 # passes over the data when `steps` is None; also the θ-reset period
@@ -67,6 +71,8 @@ class TrainConfig:
     grad_clip: float|None = None # clip the gradient norm (None: off)
     amp: bool|None = None # autocast (None: on for CUDA)
     amp_dtype: str = 'bf16' # 'bf16' | 'fp16' (fp16 uses a GradScaler)
+    compile: bool = False # `torch.compile` the image tower and the text transformer (in place)
+    compile_backend: str = 'inductor' # `torch.compile` backend ('aot_eager' needs no C compiler)
     num_threads: int|None = None # torch CPU threads (None: leave as is)
     # loss
     hard_negatives: bool = True # False: plain CLIP contrastive loss, negatives never built
@@ -82,10 +88,12 @@ class TrainConfig:
     imc_variant: str = 'ceclip' # `hnvl.losses.imc_loss` variant
     cmr_reduction: str = 'all' # CMR mean over all N·K entries (reference) or 'valid' ones only
     # logging and checkpoints
-    log_every: int = 10 # steps between metrics.jsonl rows
+    log_every: int = 10 # steps between metrics.jsonl rows (and between reads of the loss back to the host)
+    check_every_step: bool = False # debug: read the loss back after every step, stop at the bad step itself
     ckpt_every: int = 0 # steps between checkpoints (0: only at the end)
     stop_after: int|None = None # end this invocation after this step (checkpoint written), as if pre-empted
     resume: bool = False # continue from OUT/checkpoint.pt if there is one (checkpoint.prev.pt if that one is unusable)
+    export: str|None = None # after the last step, also write the model to this folder in open_clip's format
     progress: bool = True # progress bar (`hnvl.core.progress_bar`: a line every 30 s when stderr is not a terminal)
 
     def __post_init__(self):
@@ -102,7 +110,8 @@ def _check_config(cfg:TrainConfig):
         if getattr(cfg, name) not in ok:
             raise ValueError(f"TrainConfig.{name} must be one of {list(ok)}, got {getattr(cfg, name)!r}")
     ints = (('batch_size', 1, False), ('epochs', 1, False), ('steps', 1, True), ('stop_after', 0, True),
-            ('warmup', 0, False), ('log_every', 1, False), ('ckpt_every', 0, False), ('n_train', 1, False))
+            ('warmup', 0, False), ('log_every', 1, False), ('ckpt_every', 0, False), ('n_train', 1, False),
+            ('num_workers', 0, True), ('prefetch_factor', 1, False))
     for name, lo, none_ok in ints:
         v = getattr(cfg, name)
         if v is None and none_ok: continue
@@ -114,9 +123,17 @@ def _check_config(cfg:TrainConfig):
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
     if not 0 <= cfg.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {cfg.ema!r}")
     _check_recipe(cfg.recipe)
+    if cfg.compile: _check_backend(cfg.compile_backend)
     if cfg.steps is not None and cfg.ckpt_every > cfg.steps:
         raise ValueError(f"TrainConfig.ckpt_every ({cfg.ckpt_every}) is larger than steps ({cfg.steps}): "
                          "use 0 for a checkpoint only at the end, or a value <= steps")
+
+def _check_backend(name):
+    "Raise unless `name` is a `torch.compile` backend of this PyTorch."
+    import torch._dynamo  # only when compiling: importing it takes a moment
+    names = torch._dynamo.list_backends(exclude_tags=())
+    if name not in names:
+        raise ValueError(f"TrainConfig.compile_backend must be one of {names}, got {name!r}")
 
 def _check_recipe(recipe):
     "Raise unless `recipe` names a `hnvl.negatives` recipe or is a non-empty list of its generator names."
@@ -141,10 +158,11 @@ PRESETS = dict(
     tiny=dict(out='runs/tiny', n_train=256, batch_size=32, steps=12, epochs=1, lr=1e-3, warmup=2, log_every=1),
     # the demo's fine-tuning profile (batch 256, lr 1e-3)
     shapes=dict(out='runs/shapes', n_train=20_000, batch_size=256, steps=500, lr=1e-3, warmup=50, log_every=10),
-    # the paper's fine-tuning setup: OpenAI CLIP ViT-B/32 (QuickGELU) on COCO 2014 with 4 negatives per caption
+    # the paper's fine-tuning setup: OpenAI CLIP ViT-B/32 (QuickGELU) on COCO 2014 with 4 negatives per caption;
+    # bf16 autocast on CUDA (amp=None: on for CUDA, off on a CPU), DataLoader workers min(8, CPUs) on CUDA
     paper=dict(out='runs/paper', model='ViT-B-32-quickgelu', quick_gelu=True, data='coco', steps=None, epochs=5,
                batch_size=256, lr=5e-6, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1, warmup=50, schedule='cosine',
-               amp=True, amp_dtype='bf16', num_workers=8, lambda_imc=0.3, lambda_cmr=0.2, log_every=50,
+               amp=None, amp_dtype='bf16', num_workers=None, lambda_imc=0.3, lambda_cmr=0.2, log_every=50,
                ckpt_every=1000),
 )
 
@@ -287,19 +305,47 @@ def make_dataset(cfg:TrainConfig, # the run's config
     return ds, list(ds.types)
 
 # %% ../nbs/06_train.ipynb #dde768b6
+def data_workers(num_workers:int|None, # `TrainConfig.num_workers` (None: choose)
+                 device:str, # the training device
+                ) -> int:
+    "DataLoader worker processes: `num_workers` when given, else min(8, usable CPUs) on CUDA and 0 on the CPU."
+    if num_workers is not None: return num_workers
+    if not str(device).startswith('cuda'): return 0  # the step itself uses every core: workers would compete
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+    return min(8, cpus)
+
+# %% ../nbs/06_train.ipynb #f8bcc3c4
 def batches(ds, # the training dataset
             sampler:EpochBatchSampler, # which indices, in which order
             tokenizer, # list[str] -> LongTensor
-            cfg:TrainConfig, # for workers and pinning
+            cfg:TrainConfig, # workers and prefetching
+            device:str|None=None, # the training device (None: `cfg.device`, else the default one)
            ):
-    "Iterate collated batches with their dataset indices (`index`): the array fast path (`ds.batch`) or a `DataLoader`."
-    if hasattr(ds, 'batch'):
-        for idx in sampler: yield dict(ds.batch(idx, tokenizer), index=idx)
-    else:
-        loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                             collate_fn=functools.partial(collate_hard_negatives, tokenizer=tokenizer),
-                                             pin_memory=str(cfg.device or default_device()).startswith('cuda'))
-        for idx, b in zip(sampler, loader): yield dict(b, index=idx)  # the loader keeps the sampler's order
+    "Collated batches with their dataset indices (`index`) and encoded text rows (`keep`), pinned for CUDA."
+    dev = str(device or cfg.device or default_device())
+    pin = dev.startswith('cuda')  # page-locked host memory: the copy to the GPU runs while the GPU computes
+    if hasattr(ds, 'batch'):  # the array fast path: no per-sample loop, no workers needed
+        for idx in sampler:
+            b = _with_keep(ds.batch(idx, tokenizer))
+            yield dict(_pinned(b) if pin else b, index=idx)
+        return
+    workers = data_workers(cfg.num_workers, dev)
+    more = dict(persistent_workers=True, prefetch_factor=cfg.prefetch_factor) if workers else {}
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
+                                         collate_fn=functools.partial(_collate, tokenizer=tokenizer), **more)
+    for idx, b in zip(sampler, loader): yield dict(b, index=idx)  # the loader keeps the sampler's order
+
+def _keep_rows(mask:torch.Tensor) -> torch.Tensor:
+    "Rows of `texts` a step encodes: the N captions, then the valid negatives (row-major); host work for a CPU mask."
+    return torch.cat([mask.new_ones(mask.shape[0]), mask.reshape(-1)]).nonzero().squeeze(1)
+
+def _with_keep(b:dict) -> dict: return dict(b, keep=_keep_rows(b['mask']))
+
+def _collate(samples, tokenizer):
+    "`collate_hard_negatives` plus `keep`, in the DataLoader worker."
+    return _with_keep(collate_hard_negatives(samples, tokenizer=tokenizer))
+
+def _pinned(b:dict) -> dict: return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
 
 # %% ../nbs/06_train.ipynb #a5c9e2d7
 class NonFiniteLossError(RuntimeError):
@@ -308,50 +354,117 @@ class NonFiniteLossError(RuntimeError):
                  terms:dict|None=None, # the step's loss terms as floats
                 ): super().__init__(msg); self.terms = dict(terms or {})
 
+# %% ../nbs/06_train.ipynb #1998813c
+class FiniteGuard:
+    "Watch steps for a non-finite loss on the device (no host read); the host reads it with `read` now and then."
+    def __init__(self): self.reset()
+    def reset(self):
+        "Start a new stretch of steps (after a read found the last one finite)."
+        self.steps, self.ok, self.first, self.names = 0, None, None, []
+
+    def record(self, img_ok:torch.Tensor, # 0-dim bool: this step's image features are finite
+               txt_ok:torch.Tensor, # 0-dim bool: this step's text features are finite
+               terms:dict, # this step's loss terms as 0-dim tensors, `loss` among them
+              ) -> torch.Tensor:
+        "Note one step; return the update's gate, a 0-dim bool: every step since `reset` was finite."
+        vals = torch.stack([t.detach().float().reshape(()) for t in terms.values()])
+        ok = img_ok & txt_ok & torch.isfinite(vals[list(terms).index('loss')])
+        row = torch.cat([torch.full((1,), float(self.steps), device=vals.device),
+                         torch.stack([img_ok, txt_ok]).float(), vals])  # what `read` reports of a bad step
+        if self.ok is None: self.ok, self.first = ok, row
+        else: self.first, self.ok = torch.where(self.ok & ~ok, row, self.first), self.ok & ok
+        self.steps, self.names = self.steps + 1, list(terms)
+        return self.ok
+
+    def read(self, *extra:torch.Tensor, # more tensors to read back in the same read (metrics)
+            ) -> tuple:
+        "One host read: `(failure, values of extra)`; failure is None or `(steps since reset, message, terms)`."
+        parts = ([self.ok.float().reshape(1), self.first] if self.ok is not None else [])
+        parts += [e.detach().float().reshape(-1) for e in extra]
+        if not parts: return None, []
+        vals = torch.cat([p.to(parts[0].device, non_blocking=True) for p in parts]).tolist()
+        if self.ok is None: return None, vals
+        n = 4 + len(self.names)
+        head, rest = vals[:n], vals[n:]
+        if head[0]: return None, rest
+        terms = dict(zip(self.names, head[4:]))
+        return (int(head[1]), _what_failed(bool(head[2]), bool(head[3]), terms), terms), rest
+
+# %% ../nbs/06_train.ipynb #e61c74d4
+def _what_failed(img_ok:bool, txt_ok:bool, terms:dict|None=None) -> str|None:
+    "The `NonFiniteLossError` message for these flags and terms (floats); None if all are finite."
+    if not (img_ok and txt_ok):
+        what = ' and '.join(w for w, ok in zip(('image features', 'text features'), (img_ok, txt_ok)) if not ok)
+        return f"non-finite {what} (NaN or inf: the forward pass overflowed)"
+    if terms is not None and not math.isfinite(terms['loss']):
+        return f"non-finite loss ({', '.join(f'{k}={v}' for k, v in terms.items() if not math.isfinite(v))})"
+    return None
+
+# %% ../nbs/06_train.ipynb #0ffbfe43
+def as_floats(terms:dict, # loss terms as 0-dim tensors, as `train_step` returns them
+             ) -> dict:
+    "The loss terms read back to the host as floats (one read)."
+    if not terms: return {}
+    return dict(zip(terms, torch.stack([t.detach().float().reshape(()) for t in terms.values()]).tolist()))
+
 # %% ../nbs/06_train.ipynb #a0bbf792
 def train_step(model, # open_clip CLIP (train mode)
-               batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives`
+               batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives` (+ "keep" from `batches`)
                loss_fn, # `hnvl.losses.HardNegativeLoss`
                opt:torch.optim.Optimizer, # optimiser
                sched=None, # LR scheduler stepped after the optimiser
                scaler=None, # `torch.amp.GradScaler` (fp16 only)
                autocast=None, # autocast context factory (None: off)
                grad_clip:float|None=None, # max gradient norm
+               guard:FiniteGuard|None=None, # None: check on the host now; a guard: no read, the device skips bad steps
               ) -> dict:
-    "One optimisation step; returns the loss terms as floats (a non-finite loss: `NonFiniteLossError`, no step)."
+    "One optimisation step; returns the loss terms as detached 0-dim tensors (`as_floats` reads them)."
     dev = next(model.parameters()).device
-    images, texts = batch['images'].to(dev, non_blocking=True), batch['texts'].to(dev, non_blocking=True)
-    mask = batch['mask'].to(dev)
-    n, k = images.shape[0], mask.shape[1]
-    if texts.shape[0] != n + n * k:
-        raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {texts.shape[0]}")
+    n, k = batch['images'].shape[0], batch['mask'].shape[1]
+    if batch['texts'].shape[0] != n + n * k:
+        raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {batch['texts'].shape[0]}")
+    keep = batch['keep'] if 'keep' in batch else _keep_rows(batch['mask'])  # captions and valid negatives only
+    images, texts, mask, keep = (x.to(dev, non_blocking=True) for x in (batch['images'], batch['texts'],
+                                                                         batch['mask'], keep))
     with (autocast() if autocast else nullcontext()):
         img = encode_images(model, images)
-        keep = torch.cat([mask.new_ones(n), mask.reshape(-1)]).nonzero().squeeze(1)  # captions and valid negatives only
         kept = encode_texts(model, texts[keep]).float()
     img = img.float()
-    finite = torch.isfinite(torch.stack([img.detach().sum(), kept.detach().sum()])).tolist()  # one host sync
-    if not all(finite):  # unit-norm features: their sum is finite exactly when every entry is
-        what = ' and '.join(w for w, ok in zip(('image features', 'text features'), finite) if not ok)
-        raise NonFiniteLossError(f"non-finite {what} (NaN or inf: the forward pass overflowed)")
+    # unit-norm features: their sum is finite exactly when every entry is
+    img_ok, txt_ok = torch.isfinite(img.detach().sum()), torch.isfinite(kept.detach().sum())
+    if scaler is None: scaler = torch.amp.GradScaler(dev.type, enabled=False)  # disabled: step = opt.step()
+    # the device can skip an update: a fused optimiser takes `found_inf`, a GradScaler skips NaN gradients
+    deferred = guard is not None and (scaler.is_enabled() or getattr(opt, '_step_supports_amp_scaling', False))
+    if not deferred:
+        msg = _what_failed(*torch.stack([img_ok, txt_ok]).tolist())  # a host read
+        if msg: raise NonFiniteLossError(msg)
     # a masked negative stays 0: every loss term masks it out
     txt_all = kept.new_zeros(texts.shape[0], kept.shape[-1]).index_copy(0, keep, kept)
     txt, neg = txt_all[:n], txt_all[n:].reshape(n, k, txt_all.shape[-1])
-    out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
+    try: out = loss_fn(img, txt, neg, mask, get_logit_scale(model).float())
+    except ValueError:  # the loss checks its inputs: it may find non-finite features before the guard could
+        msg = _what_failed(*torch.stack([img_ok, txt_ok]).tolist()) if deferred else None
+        if msg: raise NonFiniteLossError(msg) from None
+        raise
+    terms = {name: torch.as_tensor(v, dtype=torch.float32, device=dev).detach() for name, v in out.items()}
+    loss = out['loss']
     opt.zero_grad(set_to_none=True)
-    if scaler is None:  # disabled: scale/unscale_/update do nothing, step = opt.step()
-        scaler = torch.amp.GradScaler(dev.type, enabled=False)
-    scaler.scale(out['loss']).backward()
-    vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=dev).detach() for v in out.values()]).tolist()
-    terms = dict(zip(out, vals))  # one host sync for every term
-    if not math.isfinite(terms['loss']):  # every process computed the same global loss: all of them stop here
-        opt.zero_grad(set_to_none=True)
-        bad = ', '.join(f"{k}={v}" for k, v in terms.items() if not math.isfinite(v))
-        raise NonFiniteLossError(f"non-finite loss ({bad})", terms)
+    if deferred:
+        ok = guard.record(img_ok, txt_ok, terms)
+        if scaler.is_enabled(): loss = loss * torch.where(ok, 1.0, float('nan'))  # NaN gradients: the scaler skips
+    else:
+        vals = as_floats(terms)  # a host read, before the backward
+        msg = _what_failed(True, True, vals)
+        if msg: raise NonFiniteLossError(msg, vals)  # every process computed the same global loss: all stop here
+    scaler.scale(loss).backward()
     _sum_grads(model)  # several processes: each backward reached only its own shard; summed: the one-process gradient
     scaler.unscale_(opt)
     if grad_clip: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)
+    skip = deferred and not scaler.is_enabled()
+    if skip: opt.grad_scale, opt.found_inf = None, (~ok).float()  # what `GradScaler.step` hands a fused optimiser
+    try: scaler.step(opt)
+    finally:
+        if skip: del opt.grad_scale, opt.found_inf
     scaler.update()
     if sched is not None: sched.step()
     with torch.no_grad(): unwrap_module(model).logit_scale.clamp_(0, math.log(100))
@@ -528,7 +641,9 @@ def fit(cfg:TrainConfig, # what to train, on what, how
     if world > 1 and cfg.batch_size % world:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world})")
     out = Path(cfg.out)
-    if main: _check_writable(out)
+    if main:
+        _check_writable(out)
+        if cfg.export: _check_export(Path(cfg.export))
     with RunLock(out, log=_log) if main else nullcontext():
         return _fit(cfg, model, out, world, rank, main)
 
@@ -536,25 +651,33 @@ def fit(cfg:TrainConfig, # what to train, on what, how
 def _log(msg:str): print(f"hnvl.train: {msg}", file=sys.stderr, flush=True)
 
 def _fit(cfg, model, out, world, rank, main):
-    "`fit` once the run folder is known to be writable and is this process's."
+    "`fit` once the run folder is known to be writable and is this process's: the model, then the run."
     if cfg.num_threads: torch.set_num_threads(cfg.num_threads)
     dev = cfg.device or default_device()
     if world > 1 and dev == 'cuda':
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
         torch.cuda.set_device(dev)
-    ckpt_path = out/'checkpoint.pt'
     found = _open_run_folder(cfg, out, main)
     seed_everything(cfg.seed)
+    named = {} if cfg.pretrained is None else dict(pretrained=cfg.pretrained)  # weights named the open_clip way
     bundle = model if model is not None else create_model(cfg.model, checkpoint=cfg.checkpoint, device=dev,
-                                                          quick_gelu=cfg.quick_gelu)
+                                                          quick_gelu=cfg.quick_gelu, **named)
     net = bundle.model.to(dev).train()
+    towers = _compile_towers(net, cfg.compile_backend) if cfg.compile else []
+    try: return _run(cfg, bundle, net, dev, out, found, world, rank, main)
+    finally:
+        for t in towers: vars(t).pop('_compiled_call_impl', None)  # the bundle handed back runs eagerly again
+
+def _run(cfg, bundle, net, dev, out, found, world, rank, main):
+    "Data, loss, optimiser and the step loop; checkpoints, metrics and the final model."
+    ckpt_path = out/'checkpoint.pt'
     ds, types = make_dataset(cfg, bundle)
     per_epoch, total = _run_length(cfg, len(ds))
     loss_fn = make_loss(cfg, len(types))
     loss_fn.distributed = world > 1  # all-gather: every process computes the global loss
     opt = make_optimizer(net, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup, total, cfg.schedule))
-    use_amp, autocast, scaler = _amp(cfg, dev)
+    amp_dtype, autocast, scaler = _amp(cfg, dev)
     step, last_ckpt = 0, None  # last_ckpt: (path, step) of the newest checkpoint of this run on disk
     if found:
         step, last_ckpt = _restore(found, types, net, opt, sched, scaler, loss_fn)
@@ -562,35 +685,52 @@ def _fit(cfg, model, out, world, rank, main):
     elif main and (out/'metrics.jsonl').exists(): (out/'metrics.jsonl').unlink()
     if main:
         save_json(dict(asdict(cfg), steps_total=total, steps_per_epoch=per_epoch, types=types, device=dev,
-                       amp=use_amp, world_size=world), out/'config.json')
+                       amp=amp_dtype is not None, world_size=world), out/'config.json')
     end = total if cfg.stop_after is None else min(total, cfg.stop_after)
     tok = CachedTokenizer(bundle.tokenizer) if cfg.data == 'shapes' else bundle.tokenizer
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
+    guard = None if cfg.check_every_step else FiniteGuard()
+    pending = []  # caption indices of the steps since the guard was last read
     last, t0, n0 = {}, time.perf_counter(), step
     with progress_bar(total=end, initial=step, disable=not (cfg.progress and main), desc=out.name, leave=False) as bar:
-        for batch in batches(ds, sampler, tok, cfg):
+        for batch in batches(ds, sampler, tok, cfg, device=dev):
             if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
             lr = opt.param_groups[0]['lr']
-            try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip)
-            except NonFiniteLossError as e:
-                raise NonFiniteLossError(_nonfinite_message(e, step + 1, batch['index'], last_ckpt), e.terms) from None
+            try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip, guard=guard)
+            except NonFiniteLossError as e:  # found on the host (`check_every_step`, no on-device skip, ...)
+                bad = guard.read()[0] if guard else None  # a bad step since the last read comes first
+                if bad: _raise_nonfinite(bad, step, pending, last_ckpt)
+                msg = _nonfinite_message(str(e), step + 1, batch['index'], last_ckpt)
+                raise NonFiniteLossError(msg, e.terms) from None
             step += 1
+            pending.append(batch['index'])
             bar.update(1)
-            if step % cfg.log_every == 0 or step == end:
-                last = _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types,
+            log = step % cfg.log_every == 0 or step == end
+            ckpt = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end
+            if not (log or ckpt): continue
+            # a check point: the one host read since the last one (the guard's verdict and the metrics)
+            reader = guard or FiniteGuard()  # an empty guard (`check_every_step`) reads the metrics only
+            bad, vals = reader.read(*(_log_tensors(terms, net, loss_fn) if log else ()))
+            if bad: _raise_nonfinite(bad, step, pending, last_ckpt)
+            if guard: guard.reset()
+            pending.clear()
+            if log:
+                last = _metrics_row(step, per_epoch, lr, list(terms), vals, types,
                                     samples=(step - n0) * cfg.batch_size, seconds=time.perf_counter() - t0)
                 if main:
                     with open(out/'metrics.jsonl', 'a') as f: f.write(json.dumps(last) + '\n')
-                bar.set_postfix(loss=f"{terms['loss']:.3f}")
+                bar.set_postfix(loss=f"{last['loss']:.3f}")
                 t0, n0 = time.perf_counter(), step
-            if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+            if ckpt:
                 if main:
                     _write_checkpoint(ckpt_path, (net, opt, sched, scaler, loss_fn), step, cfg, types, last_ckpt)
                     last_ckpt = (ckpt_path, step)
                 if world > 1: torch.distributed.barrier()  # nobody resumes from a half-written checkpoint
     res = dict(last, out=str(out), checkpoint=str(ckpt_path), step=step, total=total, types=types, bundle=bundle)
     if step >= total:
-        if main: save_model(bundle, out/'model.pt', config=asdict(cfg))
+        if main:
+            save_model(bundle, out/'model.pt', config=asdict(cfg))
+            if cfg.export: res['export'] = str(save_model(bundle, cfg.export, format='open_clip'))
         if world > 1: torch.distributed.barrier()
         res['model_path'] = str(out/'model.pt')
     return res
@@ -621,12 +761,29 @@ def _run_length(cfg, n):
 
 # %% ../nbs/06_train.ipynb #fc936194
 def _amp(cfg, dev):
-    "`(use_amp, autocast factory or None, GradScaler)` for `cfg` on device `dev`."
+    "`(autocast dtype or None, autocast factory or None, GradScaler)` for `cfg` on device `dev`."
     use_amp = (dev.startswith('cuda')) if cfg.amp is None else bool(cfg.amp)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp_dtype]
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[cfg.amp_dtype] if use_amp else None
     dev_type = 'cuda' if dev.startswith('cuda') else 'cpu'
     autocast = (lambda: torch.autocast(dev_type, dtype=dtype)) if use_amp else None
-    return use_amp, autocast, torch.amp.GradScaler(dev_type, enabled=use_amp and dtype == torch.float16)
+    return dtype, autocast, torch.amp.GradScaler(dev_type, enabled=dtype == torch.float16)
+
+def _compile_towers(net, backend:str) -> list:
+    "`torch.compile` the image tower and the text transformer in place; return them (same modules, same keys)."
+    m = unwrap_module(net)
+    towers = [getattr(m, a, None) for a in ('visual', 'transformer')]
+    towers = [t for t in towers if isinstance(t, torch.nn.Module)]
+    for t in towers: t.compile(backend=backend)
+    return towers
+
+def _check_export(folder:Path):
+    "Fail before training if `save_model` would refuse to write open_clip's format to `folder`, or cannot."
+    if 'format' not in inspect.signature(save_model).parameters:
+        raise ValueError("TrainConfig.export needs hnvl.model.save_model(..., format='open_clip'), "
+                         "which this version of hnvl does not have")
+    check = getattr(sys.modules[save_model.__module__], '_check_export_path', None)  # save_model's own refusals
+    if check: check(folder)
+    _check_writable(folder.parent)
 
 def _restore(found, types, net, opt, sched, scaler, loss_fn):
     "Load the found checkpoint `(path, state)` into this run's objects and RNGs; returns `(step, (path, step))`."
@@ -647,13 +804,19 @@ def _restore(found, types, net, opt, sched, scaler, loss_fn):
     return st['step'], (path, st['step'])
 
 # %% ../nbs/06_train.ipynb #07ab005f
-def _metrics_row(step, per_epoch, lr, terms, net, loss_fn, types, samples, seconds) -> dict:
-    "One `metrics.jsonl` row: step, epoch, lr, the loss terms, logit scale, samples/s and θ per negative type."
-    row = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **terms,
-               logit_scale=float(unwrap_module(net).logit_scale.detach().exp()),
+def _log_tensors(terms, net, loss_fn) -> list:
+    "What a `metrics.jsonl` row reads from the device: the loss terms, the logit scale, θ per negative type."
+    parts = [torch.stack([t.float().reshape(()) for t in terms.values()]),
+             unwrap_module(net).logit_scale.detach().float().exp().reshape(1)]
+    if loss_fn.threshold is not None: parts.append(loss_fn.threshold.value.detach().float().flatten())
+    return parts
+
+def _metrics_row(step, per_epoch, lr, names, vals, types, samples, seconds) -> dict:
+    "One `metrics.jsonl` row from the values of `_log_tensors` read back: step, epoch, lr, terms, scale, samples/s, θ."
+    t = len(names)
+    row = dict(step=step, epoch=(step - 1) // per_epoch, lr=lr, **dict(zip(names, vals[:t])), logit_scale=vals[t],
                samples_per_s=samples / max(seconds, 1e-9))
-    thr = loss_fn.threshold
-    if thr is not None: row.update({f'theta_{t}': float(v) for t, v in zip(types, thr.value.flatten().tolist())})
+    row.update({f'theta_{ty}': v for ty, v in zip(types, vals[t + 1:])})
     return row
 
 def _write_checkpoint(path, state, step, cfg, types, last_ckpt):
@@ -666,18 +829,75 @@ def _write_checkpoint(path, state, step, cfg, types, last_ckpt):
                   if last_ckpt else "no checkpoint was written before"))
         raise _os_error(e, msg) from e
 
-def _nonfinite_message(e, step, index, last_ckpt):
-    "The diagnostic of a non-finite loss: terms, step, the batch's caption indices, the checkpoint kept."
+def _raise_nonfinite(bad, step, pending, last_ckpt):
+    "Raise the `NonFiniteLossError` of a guard's `bad` step; `pending`: caption indices of the steps up to `step`."
+    i, msg, terms = bad
+    raise NonFiniteLossError(_nonfinite_message(msg, step - len(pending) + i + 1, pending[i], last_ckpt), terms)
+
+def _nonfinite_message(msg, step, index, last_ckpt):
+    "The diagnostic of a non-finite loss: `msg` (what was not finite), step, the batch's caption indices, checkpoint."
     idx = [int(i) for i in index]
     shown = str(idx) if len(idx) <= 64 else str(idx[:64])[:-1] + f', ... ({len(idx)} in all)]'
     kept = (f"the last checkpoint, {str(last_ckpt[0])!r} (step {last_ckpt[1]}), is kept" if last_ckpt
             else "no checkpoint was written yet")
-    return f"{e} at step {step}; batch caption indices {shown}; {kept}"
+    return f"{msg} at step {step}; batch caption indices {shown}; {kept}"
 
 def _truncate_metrics(path, step):
     if not Path(path).exists(): return
     rows = [l for l in Path(path).read_text().splitlines() if l.strip() and json.loads(l)['step'] <= step]
     atomic_write(path, lambda tmp: Path(tmp).write_text(''.join(r + '\n' for r in rows)))
+
+# %% ../nbs/06_train.ipynb #25351f67
+class HostReads:
+    "Context manager counting reads of tensor values back to the host, each with the hnvl function that made it."
+    methods = ('item', 'tolist', 'numpy', 'nonzero', '__bool__', '__float__', '__int__', '__index__', '__complex__',
+               '__array__', '__repr__')
+    def __init__(self): self.reads, self._saved, self._paused, self._depth, self._thread = [], {}, 0, 0, None
+    def __enter__(self):
+        self._thread = threading.get_ident()
+        for name in self.methods:
+            self._saved[name] = vars(torch.Tensor).get(name, _ABSENT)
+            setattr(torch.Tensor, name, self._counting(name, getattr(torch.Tensor, name)))
+        return self
+    def __exit__(self, *exc):
+        for name, orig in self._saved.items():
+            if orig is _ABSENT: delattr(torch.Tensor, name)
+            else: setattr(torch.Tensor, name, orig)
+        self._saved = {}
+
+    @contextmanager
+    def paused(self):
+        "Do not count inside this block (e.g. the data pipeline, which works on host tensors)."
+        self._paused += 1
+        try: yield
+        finally: self._paused -= 1
+
+    def where(self) -> Counter:
+        "How many reads each place made, as `Counter({'file.py:function': n})`."
+        return Counter(w for _, w in self.reads)
+
+    def _counting(self, name, orig):
+        def read(t, *a, **kw):
+            if threading.get_ident() != self._thread: return orig(t, *a, **kw)
+            if not (self._depth or self._paused): self.reads.append((name, _reader()))
+            self._depth += 1  # a read inside a read (`__array__` calls `numpy`) counts once
+            try: return orig(t, *a, **kw)
+            finally: self._depth -= 1
+        return functools.wraps(orig)(read)
+
+# %% ../nbs/06_train.ipynb #1f72628c
+_ABSENT = object()
+
+def _reader() -> str:
+    "'file.py:function' of the innermost hnvl frame outside `hnvl.core` (whose checks serve every module) on the stack."
+    core = sys.modules['hnvl.core'].__file__
+    here, f, fallback = str(Path(core).parent), sys._getframe(2), None
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn.startswith(here) and fn != core: return f"{Path(fn).name}:{f.f_code.co_name}"
+        if fallback is None and f'{os.sep}torch{os.sep}' not in fn: fallback = f"{Path(fn).name}:{f.f_code.co_name}"
+        f = f.f_back
+    return fallback or '?'
 
 # %% ../nbs/06_train.ipynb #457c02d1
 @call_parse
@@ -689,7 +909,10 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
                batch_size:int=None, # global batch
                lr:float=None, # peak learning rate
                model:str=None, # open_clip model name
-               checkpoint:str=None, # starting weights
+               checkpoint:str=None, # starting weights (a local file)
+               pretrained:str=None, # starting weights named the open_clip way: 'openai', 'hf-hub:org/repo', a file
+               export:str=None, # after training, also write the model to this folder in open_clip's format
+               compile:bool=False, # torch.compile the image tower and the text transformer
                coco_ann:str=None, # COCO captions json
                coco_images:str=None, # COCO image folder
                negatives_path:str=None, # negatives cache from hnvl_negatives
@@ -700,13 +923,15 @@ def hnvl_train(preset:str='tiny', # 'tiny' | 'shapes' | 'paper'
               ):
     "Train a CLIP with (or without) hard negatives; prints the final metrics as JSON."
     kw = {k: v for k, v in dict(out=out, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, model=model,
-          checkpoint=checkpoint, coco_ann=coco_ann, coco_images=coco_images, negatives_path=negatives_path,
+          checkpoint=checkpoint, pretrained=pretrained, export=export, coco_ann=coco_ann, coco_images=coco_images,
+          negatives_path=negatives_path,
           device=device, seed=seed).items() if v is not None}
     if loss is not None:
         if loss not in LOSS_CONFIGS: raise ValueError(f"loss must be one of {sorted(LOSS_CONFIGS)}, got {loss!r}")
         kw.update(LOSS_CONFIGS[loss])
     kw.update(parse_set(set))
     if resume: kw['resume'] = True
+    if compile: kw['compile'] = True
     if int(os.environ.get('WORLD_SIZE', '1')) > 1 and not torch.distributed.is_initialized():  # launched by torchrun
         torch.distributed.init_process_group('nccl' if torch.cuda.is_available() and device != 'cpu' else 'gloo')
     res = fit(TrainConfig.preset(preset, **kw))

@@ -13,7 +13,7 @@ from hnvl.core import console_entry, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {'hnvl_train': 'hnvl.train', 'hnvl_eval': 'hnvl.benchmarks', 'hnvl_negatives': 'hnvl.negatives_io',
-           'hnvl_demo': 'hnvl.demo'}
+           'hnvl_demo': 'hnvl.demo', 'hnvl_image_cache': 'hnvl.coco', 'hnvl_reproduce': 'hnvl.reproduce'}
 
 
 def _run(script, *args, debug_env=False, timeout=600):
@@ -86,7 +86,9 @@ def test_interrupt_is_one_line_exit_130(tmp_path):
 OWN = {'hnvl_train': ['--preset', '--lr', '--set', 'peak learning rate'],
        'hnvl_eval': ['--benchmarks', '--data_root', '--skip_missing', 'comma-separated benchmark names'],
        'hnvl_negatives': ['src', '--recipe', '--trust_pickle', 'output cache'],
-       'hnvl_demo': ['--quick', '--no_progress', '--configs', 'fine-tuning seeds']}
+       'hnvl_demo': ['--quick', '--no_progress', '--configs', 'fine-tuning seeds', '--interpolate'],
+       'hnvl_image_cache': ['ann_file', '--image_size', '--overwrite', 'longest stored side'],
+       'hnvl_reproduce': ['--coco_images', '--coco_ann', '--pretrained', '--benchmarks_root']}
 
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))

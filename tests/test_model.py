@@ -339,3 +339,187 @@ def test_trimmed_text_falls_back_to_encode_text():
     assert torch.equal(encode_text_trimmed(Other(), t), t[:, :2].float())
     b = _tiny()
     assert _ran(b, lambda: encode_texts(b, t, trim=False))[1] == [16] and _ran(b, lambda: encode_texts(b, t))[1] == [10]
+
+
+# ------------------------------------------------------------------ weights named the open_clip way, and the export
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code, *args, env=None, timeout=180):
+    "Run `code` in a fresh interpreter (with `env` added to the environment); fail with its stderr if it fails."
+    e = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    e.update(PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {}))
+    r = subprocess.run([sys.executable, "-c", code, *map(str, args)], env=e, capture_output=True, text=True,
+                       timeout=timeout, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return r.stdout
+
+
+def _close(a, b, eps=1e-6): return a.shape == b.shape and (a - b).abs().max().item() <= eps
+
+
+def _feats(b, x):
+    with torch.no_grad(): return b.model.encode_image(x), b.model.encode_text(b.tokenizer(CAPS))
+
+
+_OPEN_CLIP_ONLY = """
+import json, sys, torch, open_clip
+from PIL import Image
+from open_clip.transformer import QuickGELU
+torch.set_num_threads(1)
+dirs, caps, out = json.loads(sys.argv[1]), json.loads(sys.argv[2]), {}
+for k, d in dirs.items():
+    m, _, pre = open_clip.create_model_and_transforms("local-dir:" + d); m.eval()
+    tok = open_clip.get_tokenizer("local-dir:" + d)
+    x = pre(Image.open(sys.argv[3]).convert("RGB"))[None]
+    with torch.no_grad():
+        out[k] = dict(x=x, img=m.encode_image(x), txt=m.encode_text(tok(caps)), tokens=tok(caps),
+                      quick_gelu=any(isinstance(mod, QuickGELU) for mod in m.modules()))
+assert not [n for n in sys.modules if n == "hnvl" or n.startswith("hnvl.")], "hnvl was imported"
+torch.save(out, sys.argv[4])
+"""
+
+
+def test_export_loads_in_open_clip_without_hnvl(tmp_path):
+    q, g = _tiny(seed=0, quick_gelu=True), _tiny(seed=1)
+    dirs = {"q": save_model(q, tmp_path/"q", format="open_clip"), "g": save_model(g, tmp_path/"g", format="open_clip")}
+    assert sorted(p.name for p in dirs["q"].iterdir()) == ["open_clip_config.json", "open_clip_model.safetensors"]
+    cfg = json.loads((dirs["q"]/"open_clip_config.json").read_text())
+    assert cfg["model_cfg"] == {**open_clip.get_model_config(TINY), "quick_gelu": True}
+    assert cfg["preprocess_cfg"]["mean"] == list(q.mean) and cfg["preprocess_cfg"]["std"] == list(q.std)
+    assert cfg["hnvl"]["model"] == TINY and cfg["hnvl"]["quick_gelu"] is True
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))  # not square: resize + centre crop
+    img.save(tmp_path/"img.png")
+    _python(_OPEN_CLIP_ONLY, json.dumps({k: str(v) for k, v in dirs.items()}), json.dumps(CAPS), tmp_path/"img.png",
+            tmp_path/"out.pt")
+    res = torch.load(tmp_path/"out.pt")
+    for k, b in (("q", q), ("g", g)):
+        r = res[k]
+        assert r["quick_gelu"] is (k == "q") and uses_quick_gelu(b.model) is (k == "q")
+        assert torch.equal(r["tokens"], b.tokenizer(CAPS))  # open_clip's tokenizer for the folder: context 16
+        assert _close(r["x"], b.preprocess(img)[None])
+        fi, ft = _feats(b, r["x"])
+        assert _close(r["img"], fi) and _close(r["txt"], ft)
+    assert not _close(res["q"]["txt"], res["g"]["txt"], 1e-3)  # different models: the comparison can fail
+
+
+_HUB_OFFLINE = """
+import json, sys, warnings, torch
+from unittest import mock
+import open_clip
+from hnvl.model import create_model
+torch.set_num_threads(1)
+x, caps, out = torch.load(sys.argv[1]), json.loads(sys.argv[2]), {}
+def record(b):
+    b.model.eval()
+    with torch.no_grad(): f = b.model.encode_image(x), b.model.encode_text(b.tokenizer(caps))
+    return dict(feats=f, name=b.name, quick_gelu=b.quick_gelu, pretrained=b.pretrained, file=b.pretrained_file)
+tags = {"hnvl-tiny": {"hnvl_test": dict(hf_hub="hnvl-test/tiny/", quick_gelu=True)}}
+with warnings.catch_warnings(), mock.patch.dict(open_clip.pretrained._PRETRAINED, tags):
+    warnings.simplefilter("error")  # open_clip's records decide the activation: nothing to warn about
+    out["name"] = record(create_model("hf-hub:hnvl-test/tiny"))
+    out["pretrained"] = record(create_model(pretrained="hf-hub:hnvl-test/tiny"))
+    out["tag"] = record(create_model("tiny", pretrained="hnvl_test"))  # a GELU config, a QuickGELU tag
+errors = {}
+for k, f in [("tag", lambda: create_model("ViT-B-32", pretrained="openai")),
+             ("hub", lambda: create_model("hf-hub:hnvl-test/absent"))]:
+    try: f(); errors[k] = None
+    except Exception as e: errors[k] = (type(e).__name__, str(e))
+out["errors"] = errors
+torch.save(out, sys.argv[3])
+"""
+
+
+def test_hf_hub_cache_offline(tmp_path):
+    q = _tiny(seed=0, quick_gelu=True)
+    home, commit = tmp_path/"hf", "3" * 40
+    repo = home/"hub"/"models--hnvl-test--tiny"  # huggingface_hub's cache layout
+    save_model(q, repo/"snapshots"/commit, format="open_clip")
+    (repo/"refs").mkdir(); (repo/"refs"/"main").write_text(commit)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.save(x, tmp_path/"x.pt")
+    _python(_HUB_OFFLINE, tmp_path/"x.pt", json.dumps(CAPS), tmp_path/"out.pt",
+            env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    res = torch.load(tmp_path/"out.pt")
+    fi, ft = _feats(q, x)
+    for k, label in (("name", "hf-hub:hnvl-test/tiny"), ("pretrained", "hf-hub:hnvl-test/tiny"), ("tag", "hnvl_test")):
+        r = res[k]
+        assert (r["name"], r["quick_gelu"], r["pretrained"]) == (TINY, True, label)
+        assert r["file"].startswith(str(home)) and r["file"].endswith("open_clip_model.safetensors")
+        assert _close(r["feats"][0], fi) and _close(r["feats"][1], ft)
+    kind, msg = res["errors"]["tag"]
+    assert kind == "FileNotFoundError" and "\n" not in msg
+    for part in ("pretrained 'openai' of 'ViT-B-32'", "HF_HUB_OFFLINE is set", str(home/"hub"), "checkpoint=PATH",
+                 "quick_gelu=True"):
+        assert part in msg, (part, msg)
+    kind, msg = res["errors"]["hub"]
+    assert kind == "FileNotFoundError" and "\n" not in msg
+    assert "hf-hub:hnvl-test/absent" in msg and "HF_HUB_OFFLINE is set" in msg and "pretrained=DIR" in msg
+
+
+def test_export_reloads_in_hnvl_and_writes_atomically(tmp_path, monkeypatch):
+    q, g = _tiny(seed=0, quick_gelu=True), _tiny(seed=1)
+    x = torch.randn(2, 3, 32, 32)
+    d = save_model(q, tmp_path/"m", format="open_clip", epoch=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for b in (create_model(pretrained=d), create_model(pretrained=str(d)), create_model(f"local-dir:{d}"),
+                  create_model("tiny", pretrained=f"local-dir:{d}")):
+            b.model.eval()
+            assert (b.name, b.quick_gelu, b.meta["epoch"], b.pretrained) == (TINY, True, 3, f"local-dir:{d.resolve()}")
+            assert b.checkpoint is None and b.pretrained_file == str(d.resolve()/"open_clip_model.safetensors")
+            assert all(torch.equal(u, v) for u, v in zip(_feats(b, x), _feats(q, x)))
+    # overwriting an earlier export is allowed; a failed write leaves the old one whole and no temporary folder
+    save_model(g, d, format="open_clip")
+    assert create_model(pretrained=d).quick_gelu is False
+    import safetensors.torch
+    def boom(*a, **k): raise OSError("disk full")
+    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    with pytest.raises(OSError, match="disk full"): save_model(q, d, format="open_clip")
+    monkeypatch.undo()
+    b = create_model(pretrained=d); b.model.eval()
+    assert b.quick_gelu is False and all(torch.equal(u, v) for u, v in zip(_feats(b, x), _feats(g, x)))
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    # a foreign folder is never replaced
+    (tmp_path/"notes").mkdir(); (tmp_path/"notes"/"a.txt").write_text("mine")
+    with pytest.raises(ValueError, match="refusing to overwrite .*notes.*not an hnvl export"):
+        save_model(q, tmp_path/"notes", format="open_clip")
+    assert [p.name for p in (tmp_path/"notes").iterdir()] == ["a.txt"]
+    # a file given as pretrained is a checkpoint; both at once is an error naming both
+    p = save_model(q, tmp_path/"q.pt")
+    assert create_model("tiny", pretrained=p, quick_gelu=True).checkpoint == str(p)
+    with pytest.raises(ValueError, match=r"checkpoint='.*q.pt' and pretrained='.*m' both name the weights"):
+        create_model("tiny", checkpoint=p, pretrained=d)
+    with pytest.raises(ValueError, match="contradicts local-dir:"):
+        create_model(pretrained=d, quick_gelu=True)
+
+
+def test_hnvl_eval_pretrained(tmp_path, monkeypatch, capsys):
+    import hnvl.model as M
+    from hnvl import benchmarks as B
+    from hnvl.core import call_cli, console_entry
+    rec = dict(image_path="1.jpg", bbox_x=0, bbox_y=0, bbox_w=8, bbox_h=8, relation_name="on", true_caption="a on b",
+               false_caption="b on a")
+    (tmp_path/"ann").mkdir(); (tmp_path/"ann"/"visual_genome_relation.json").write_text(json.dumps([rec]))
+    (tmp_path/"imgs").mkdir(); Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path/"imgs"/"1.jpg")
+    q = _tiny(seed=0, quick_gelu=True)
+    d = save_model(q, tmp_path/"export", format="open_clip")
+    built, create = [], M.create_model
+    monkeypatch.setattr(M, "create_model", lambda *a, **k: built.append(create(*a, **k)) or built[-1])
+    args = dict(benchmarks="vgr", data_root=str(tmp_path/"ann"), image_roots=f"vgr={tmp_path/'imgs'}", device="cpu")
+    doc = B.hnvl_eval(pretrained=str(d), out=str(tmp_path/"out"), **args)
+    assert doc["model"]["pretrained"] == str(d) and doc["model"]["activation"] == "quick_gelu"
+    assert doc["model"]["name"] == TINY and doc["benchmarks"]["vg_relation"]["counts"]["scored"] == 1
+    x = torch.randn(2, 3, 32, 32)
+    built[0].model.eval()
+    assert all(torch.equal(u, v) for u, v in zip(_feats(built[0], x), _feats(q, x)))
+    argv = ["--benchmarks", "vgr", "--data-root", args["data_root"], "--image-roots", args["image_roots"], "--device",
+            "cpu", "--out", str(tmp_path/"out2")]
+    assert call_cli(B.evaluate_model, argv + ["--pretrained", str(d)])["model"]["pretrained"] == str(d)
+    with pytest.raises(SystemExit) as e: console_entry(B.evaluate_model, argv + ["--pretrained", "opnai"], "hnvl_eval")
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and "'opnai' is not a pretrained tag of 'hnvl-tiny'" in err

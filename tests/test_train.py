@@ -1,5 +1,5 @@
 """hnvl.train: fit end to end on the tiny preset, the CLI, checkpoint/resume round trip."""
-import json, math, subprocess, sys
+import json, math, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -128,8 +128,186 @@ def test_fit_on_a_tiny_coco_folder(tmp_path):
     coco = dict(data='coco', coco_ann=str(tmp_path/'captions.json'), coco_images=str(tmp_path/'img'), batch_size=4, progress=False)
     r0 = fit(TrainConfig.preset('tiny', out=str(tmp_path/'run0'), steps=2, **coco, **LOSS_CONFIGS['clip_ft']))
     assert r0['step'] == 2 and r0['types'] == [] and r0['imc'] == 0 and r0['cmr'] == 0 and math.isfinite(r0['loss'])
+    # images decoded in a DataLoader worker process (prefetching, persistent): the same run, other augmentations
+    rw = fit(TrainConfig.preset('tiny', out=str(tmp_path/'runw'), steps=2, num_workers=1, prefetch_factor=1, **coco,
+                                **LOSS_CONFIGS['clip_ft']))
+    assert rw['step'] == 2 and math.isfinite(rw['loss'])
     with pytest.raises(ValueError, match="data='coco' needs negatives_path"): fit(TrainConfig.preset('tiny', out=str(tmp_path/'run1'), **coco))
     (tmp_path/'img'/'3.jpg').unlink()
     with pytest.raises(FileNotFoundError, match='3.jpg'):
         fit(TrainConfig.preset('tiny', out=str(tmp_path/'run2'), data='coco', coco_ann=str(tmp_path/'captions.json'),
                                coco_images=str(tmp_path/'img'), negatives_path=str(tmp_path/'negs.jsonl.gz'), batch_size=4, steps=1, progress=False))
+
+
+# --- no host reads inside the step ---------------------------------------------------------------------------------
+
+# reads per step that hnvl.train cannot remove: input checks and the text trimming inside the model and the loss
+# (hnvl.model, hnvl.losses). They may only shrink: a new read anywhere, or one more in these places, fails the test.
+ELSEWHERE = {'model.py:encode_images': 1, 'model.py:_is_causal': 1, 'model.py:encode_text_trimmed': 1,
+             'losses.py:_check_batch': 3, 'losses.py:_scale': 2}
+
+def _reads_of_fit(cfg, monkeypatch):
+    "`HostReads` of `fit(cfg)` but the data pipeline (host work) and checkpoint writing (a copy off the device)."
+    import hnvl.train as T
+    reads = T.HostReads()
+    batches, write = T.batches, T._write_checkpoint
+    def quiet_batches(*a, **k):
+        it = batches(*a, **k)
+        while True:
+            with reads.paused(): b = next(it, None)
+            if b is None: return
+            yield b
+    def quiet_write(*a, **k):
+        with reads.paused(): return write(*a, **k)
+    monkeypatch.setattr(T, 'batches', quiet_batches)
+    monkeypatch.setattr(T, '_write_checkpoint', quiet_write)
+    with reads: r = fit(cfg)
+    return r, reads.where()
+
+@pytest.mark.parametrize('log_every,ckpt_every,checks', [(4, 0, 3), (6, 4, 4)])
+def test_the_loop_reads_the_device_only_at_check_points(tmp_path, monkeypatch, log_every, ckpt_every, checks):
+    "12 steps: one read per log point and per checkpoint (steps 4, 8, 12; or 4, 6, 8, 12), none in between."
+    steps = 12
+    r, where = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=steps, log_every=log_every,
+                                                ckpt_every=ckpt_every, progress=False), monkeypatch)
+    ours = {w: n for w, n in where.items() if w.startswith('train.py')}
+    assert sum(ours.values()) == checks, where
+    others = {w: n for w, n in where.items() if not w.startswith('train.py')}
+    assert all(w in ELSEWHERE and n <= ELSEWHERE[w] * steps for w, n in others.items()), others
+    rows = _rows(tmp_path)
+    assert [x['step'] for x in rows] == list(range(log_every, steps + 1, log_every))
+    assert all(math.isfinite(x['loss']) for x in rows) and r['step'] == steps
+
+def test_check_every_step_reads_every_step(tmp_path, monkeypatch):
+    "The debug setting checks each step on the host before its update (two reads: features, then loss terms)."
+    _, where = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=4, log_every=4, progress=False,
+                                                check_every_step=True), monkeypatch)
+    assert sum(n for w, n in where.items() if w.startswith('train.py')) == 2 * 4 + 1, where  # + the metrics row
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+def test_no_device_syncs_between_log_points_on_cuda(tmp_path, monkeypatch):
+    "CUDA's sync detector (it also sees `nonzero`, copies to the CPU...): hnvl/train.py syncs only at log points."
+    import warnings, hnvl.train as T
+    batches, write = T.batches, T._write_checkpoint
+    def off(f):
+        def g(*a, **k):
+            mode = torch.cuda.get_sync_debug_mode(); torch.cuda.set_sync_debug_mode(0)
+            try: return f(*a, **k)
+            finally: torch.cuda.set_sync_debug_mode(mode)
+        return g
+    def quiet_batches(*a, **k):
+        it = batches(*a, **k)
+        while (b := off(next)(it, None)) is not None: yield b
+    monkeypatch.setattr(T, 'batches', quiet_batches)
+    monkeypatch.setattr(T, '_write_checkpoint', off(write))
+    cfg = TrainConfig.preset('tiny', out=str(tmp_path), steps=12, log_every=4, device='cuda', progress=False)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try: fit(cfg)
+        finally: torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in got if 'synchroniz' in str(w.message)]
+    ours = [w for w in syncs if w.filename.endswith(str(Path('hnvl', 'train.py')))]
+    assert len(ours) == 3, [(w.filename, w.lineno, str(w.message)[:80]) for w in syncs]
+    elsewhere = {Path(w.filename).name for w in syncs} - {'train.py'}
+    assert elsewhere <= {'model.py', 'losses.py', 'core.py'}, elsewhere
+
+
+# --- a non-finite step found at a log point -------------------------------------------------------------------------
+
+def _nan_at(call):
+    "A `make_loss` whose loss makes the CMR term (and so the total) NaN at its `call`-th use."
+    import hnvl.train as T
+    orig, n = T.make_loss, [0]
+    def make(cfg, k):
+        fn = orig(cfg, k); base = type(fn)
+        class Bad(base):
+            def __call__(self, *a, **kw):
+                out = base.__call__(self, *a, **kw); n[0] += 1
+                if n[0] == call: out = dict(out, cmr=out['cmr'] * float('nan'), loss=out['loss'] * float('nan'))
+                return out
+        fn.__class__ = Bad
+        return fn
+    return make
+
+@pytest.mark.parametrize('check_every_step', [False, True])
+def test_a_nan_step_between_log_points_never_reaches_the_weights(tmp_path, monkeypatch, check_every_step):
+    "NaN at step 6 of 8, rows and checkpoints every 4: found at step 8 (or 6 itself), named step 6; weights of step 5."
+    import hnvl.train as T
+    from hnvl.model import create_model
+    from hnvl.core import seed_everything
+    from hnvl.train import EpochBatchSampler, NonFiniteLossError
+    c = TrainConfig.preset('tiny', steps=8, log_every=4, ckpt_every=4, progress=False,
+                           check_every_step=check_every_step)
+    fit(c.replace(out=str(tmp_path/'ref'), stop_after=5))  # what 5 good steps give
+    want = load_checkpoint(tmp_path/'ref'/'checkpoint.pt')['model']
+    monkeypatch.setattr(T, 'make_loss', _nan_at(6))
+    seed_everything(0); bundle = create_model('tiny')  # the initial weights `fit` draws itself
+    with pytest.raises(NonFiniteLossError) as e: fit(c.replace(out=str(tmp_path/'run')), model=bundle)
+    msg = str(e.value)
+    assert "non-finite loss (loss=nan, cmr=nan) at step 6" in msg, msg
+    assert f"batch caption indices {list(EpochBatchSampler(256, 32, seed=0, total=6))[5]}" in msg, msg
+    assert f"the last checkpoint, '{tmp_path/'run'/'checkpoint.pt'}' (step 4), is kept" in msg, msg
+    assert math.isnan(e.value.terms['cmr']) and math.isfinite(e.value.terms['itc'])
+    assert [x['step'] for x in _rows(tmp_path/'run')] == [4]
+    assert load_checkpoint(tmp_path/'run'/'checkpoint.pt')['step'] == 4
+    for k, v in bundle.model.state_dict().items(): assert torch.equal(v, want[k]), k  # steps 6, 7 and 8: skipped
+
+
+def test_overflowing_features_between_log_points_are_named(tmp_path):
+    "lr 1e6: step 1 blows the weights up, step 2's features are NaN; found by step 3's read at the latest, named step 2."
+    from hnvl.train import NonFiniteLossError
+    with pytest.raises(NonFiniteLossError, match=r"non-finite image features .* at step 2; "):
+        fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=6, lr=1e6, warmup=0, log_every=3, progress=False))
+    assert not (tmp_path/'metrics.jsonl').exists() or _rows(tmp_path) == []
+
+# --- data loading, precision, compilation, weights by name ----------------------------------------------------------
+
+def test_compile_backend_checked_when_compiling():
+    with pytest.raises(ValueError, match="TrainConfig.compile_backend must be one of"):
+        TrainConfig.preset('tiny', compile=True, compile_backend='nope')
+
+def _compiled_run(tmp_path, backend):
+    from hnvl.model import create_model
+    r = fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=2, progress=False, compile=True,
+                               compile_backend=backend))
+    assert r['step'] == 2 and math.isfinite(r['loss'])
+    net = r['bundle'].model
+    assert '_compiled_call_impl' not in vars(net.visual) and '_compiled_call_impl' not in vars(net.transformer)
+    st = load_checkpoint(tmp_path/'checkpoint.pt')['model']
+    assert set(st) == set(create_model('tiny').model.state_dict())  # the keys of an uncompiled model
+    b = create_model('tiny', checkpoint=tmp_path/'model.pt')
+    for k, v in net.state_dict().items(): assert torch.equal(v, b.model.state_dict()[k]), k
+
+def test_compile_trains_and_its_checkpoint_loads(tmp_path):
+    "torch.compile (aot_eager backend: no C compiler) on both towers: 2 steps; checkpoint and model load uncompiled."
+    _compiled_run(tmp_path, 'aot_eager')
+
+@pytest.mark.skipif(os.environ.get('HNVL_SLOW_TESTS') != '1',
+                    reason='inductor on a CPU: minutes to compile (HNVL_SLOW_TESTS=1 runs it)')
+def test_compile_inductor_trains_and_its_checkpoint_loads(tmp_path):
+    "SLOW: inductor compiles C++ for the CPU: 9 min wall (2.3 min CPU time) on 2 busy shared cores, warm compile cache."
+    _compiled_run(tmp_path, 'inductor')
+
+def test_pretrained_goes_to_create_model(tmp_path, monkeypatch):
+    import hnvl.train as T
+    seen = []
+    def spy(*a, **k): seen.append(k); raise RuntimeError('stop here')
+    monkeypatch.setattr(T, 'create_model', spy)
+    with pytest.raises(RuntimeError, match='stop here'):
+        hnvl_train(preset='tiny', out=str(tmp_path/'a'), pretrained='openai')
+    with pytest.raises(RuntimeError, match='stop here'): hnvl_train(preset='tiny', out=str(tmp_path/'b'))
+    assert seen[0]['pretrained'] == 'openai' and 'pretrained' not in seen[1]  # only when given
+
+def test_export_writes_an_open_clip_folder(tmp_path):
+    "`--export DIR`: after training, DIR holds the model in open_clip's format, with the trained weights."
+    from hnvl.model import create_model
+    r = hnvl_train(preset='tiny', out=str(tmp_path/'run'), steps=2, export=str(tmp_path/'oc'), set='progress=false')
+    assert r['export'] == str(tmp_path/'oc') and (tmp_path/'oc').is_dir()
+    b = create_model(pretrained=str(tmp_path/'oc'))
+    want = load_checkpoint(tmp_path/'run'/'checkpoint.pt')['model']
+    for k, v in b.model.state_dict().items(): assert torch.equal(v, want[k]), k
+    (tmp_path/'other').mkdir(); (tmp_path/'other'/'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match="refusing to overwrite"):  # before any training
+        fit(TrainConfig.preset('tiny', out=str(tmp_path/'run2'), export=str(tmp_path/'other'), progress=False))
+    assert not (tmp_path/'run2'/'config.json').exists()

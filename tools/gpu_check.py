@@ -33,7 +33,7 @@ print('loss parity', res['loss_parity'], flush=True)
 
 # 2. paper-profile step time
 from hnvl.model import create_model
-from hnvl.train import TrainConfig, make_loss, make_optimizer, train_step, LOSS_CONFIGS
+from hnvl.train import TrainConfig, make_loss, make_optimizer, train_step, LOSS_CONFIGS, as_floats
 bundle = create_model('ViT-B-32-quickgelu', device=dev)
 net = bundle.model.train()
 B = 2 if DRY else 256
@@ -52,7 +52,7 @@ for name in ('clip_ft', 'ce_clip'):
     for _ in range(steps): terms = train_step(net, batch, loss_fn, opt, autocast=ac)
     if not DRY: torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / steps
-    res[f'paper_step_{name}'] = dict(s_per_step=dt, images_per_s=B / dt, peak_mem_gib=0 if DRY else torch.cuda.max_memory_allocated() / 2**30, last_terms=terms)
+    res[f'paper_step_{name}'] = dict(s_per_step=dt, images_per_s=B / dt, peak_mem_gib=0 if DRY else torch.cuda.max_memory_allocated() / 2**30, last_terms=as_floats(terms))
     print(name, res[f'paper_step_{name}'], flush=True)
     del opt
 res['paper_step_ratio_ceclip_over_clip'] = res['paper_step_ce_clip']['s_per_step'] / res['paper_step_clip_ft']['s_per_step']
