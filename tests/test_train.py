@@ -215,20 +215,7 @@ def test_no_device_syncs_between_log_points_on_cuda(tmp_path, monkeypatch):
 
 # --- a non-finite step found at a log point -------------------------------------------------------------------------
 
-def _nan_at(call):
-    "A `make_loss` whose loss makes the CMR term (and so the total) NaN at its `call`-th use."
-    import hnvl.train as T
-    orig, n = T.make_loss, [0]
-    def make(cfg, k):
-        fn = orig(cfg, k); base = type(fn)
-        class Bad(base):
-            def __call__(self, *a, **kw):
-                out = base.__call__(self, *a, **kw); n[0] += 1
-                if n[0] == call: out = dict(out, cmr=out['cmr'] * float('nan'), loss=out['loss'] * float('nan'))
-                return out
-        fn.__class__ = Bad
-        return fn
-    return make
+from test_faults import _nan_at   # a make_loss whose loss turns NaN at its call-th use
 
 @pytest.mark.parametrize('check_every_step', [False, True])
 def test_a_nan_step_between_log_points_never_reaches_the_weights(tmp_path, monkeypatch, check_every_step):
