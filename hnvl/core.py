@@ -4,22 +4,26 @@
 
 # %% ../nbs/00_core.ipynb #4bccddf8
 from __future__ import annotations
-import inspect, json, os, random, re, sys, tempfile
+import inspect, json, os, random, re, sys, tempfile, threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['check_tensor', 'seed_everything', 'cache_dir', 'benchmarks_root', 'asset_path', 'atomic_write', 'save_json',
-           'json_default', 'load_json', 'default_device', 'progress_bar', 'open_image', 'console_entry', 'call_cli',
-           'forward_moved']
+__all__ = ['check_tensor', 'value_checks', 'value_checks_enabled', 'seed_everything', 'cache_dir', 'benchmarks_root',
+           'asset_path', 'atomic_write', 'save_json', 'json_default', 'load_json', 'default_device', 'progress_bar',
+           'open_image', 'console_entry', 'call_cli', 'forward_moved']
+
+# %% ../nbs/00_core.ipynb #87bbeaa8
+_checks = threading.local()  # `enabled`: this thread's value-check switch (absent = on), see `value_checks`
 
 # %% ../nbs/00_core.ipynb #d62c32e3
 def check_tensor(x, # the value to check
                  name:str, # argument name, used in the error message
                  shape:tuple|None=None, # expected shape; `None` entries match any size
-                 finite:bool=True, # also reject NaN/inf
+                 finite:bool=True, # also reject NaN/inf (skipped inside `value_checks(False)`)
                 ) -> torch.Tensor:
     "Return `x` if it is a tensor of the expected shape (and finite), else raise a `ValueError` naming `name`."
     if not isinstance(x, torch.Tensor):
@@ -30,10 +34,26 @@ def check_tensor(x, # the value to check
             want = '(' + ', '.join('*' if e is None else str(e) for e in shape) + (',)' if len(shape) == 1 else ')')
             raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
     # a sum is finite when every entry is (cheap); only if it is not, look element-wise (the sum may merely overflow)
-    if finite and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x.detach().sum())):
-        if not bool(torch.isfinite(x).all()):
+    if finite and x.is_floating_point() and x.numel() and getattr(_checks, 'enabled', True):  # see `value_checks`
+        if not bool(torch.isfinite(x.detach().sum())) and not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains non-finite values (NaN or inf); shape {tuple(x.shape)}")
     return x
+
+# %% ../nbs/00_core.ipynb #c17d009f
+@contextmanager
+def value_checks(enabled:bool=True, # False: skip the checks that read tensor values back to the host
+                ):
+    "Context manager turning hnvl's value checks (NaN/inf, signs) on or off in this thread; shapes are always checked."
+    if not isinstance(enabled, bool): raise TypeError(f"enabled must be True or False, got {enabled!r}")
+    old = value_checks_enabled()
+    _checks.enabled = enabled
+    try: yield
+    finally: _checks.enabled = old
+
+# %% ../nbs/00_core.ipynb #99ecd299
+def value_checks_enabled() -> bool:
+    "True unless this thread is inside `value_checks(False)`."
+    return getattr(_checks, 'enabled', True)
 
 # %% ../nbs/00_core.ipynb #2696e0ab
 def seed_everything(seed:int=0, # seed for python, numpy and torch (all devices)

@@ -113,12 +113,18 @@ def pretrain_config(dc:DemoConfig, # the demo's config
                               hard_negatives=False, seed=0, num_threads=dc.num_threads, progress=dc.progress,
                               log_every=25, device=dc.device)
 
+def _default_of(name):
+    "The default of `TrainConfig` field `name`."
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
 def config_hash(cfg:TrainConfig, # a training config
                ) -> str:
     "Short hash of everything in `cfg` that changes the trained weights (not the output folder or logging)."
     from hnvl import __version__
     skip = ('out', 'progress', 'log_every', 'ckpt_every', 'num_threads', 'resume', 'stop_after', 'device')
-    d = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    # only the fields away from their defaults: a new option (whose default keeps the old behaviour) keeps the hash
+    d = {k: v for k, v in asdict(cfg).items() if k not in skip and v != _default_of(k)}
     return hashlib.sha1(json.dumps([d, __version__], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 # %% ../nbs/09_demo.ipynb #5135483b

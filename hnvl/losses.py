@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.basics import patch
 
-from .core import check_tensor
+from .core import check_tensor, value_checks_enabled
 from .schedule import AdaptiveThreshold, FixedThreshold
 
 # %% auto #0
@@ -54,13 +54,13 @@ def _check_batch(img, txt, neg, neg_mask, need_negatives=False, what='this loss'
     return n, k, d
 
 def _scale(logit_scale, like):
-    "`logit_scale` as a 0-d tensor (kept in the graph if it is one), checked to be finite and > 0."
+    "`logit_scale` as a 0-d tensor (kept in the graph if it is one), checked to be finite and > 0 (a value check)."
     if not isinstance(logit_scale, torch.Tensor):
         logit_scale = torch.as_tensor(float(logit_scale), dtype=like.dtype, device=like.device)
     if logit_scale.numel() != 1:
         raise ValueError(f"logit_scale must be a scalar tensor, got shape {tuple(logit_scale.shape)}")
     s = logit_scale.reshape(())
-    if not bool(torch.isfinite(s)) or not bool(s > 0):
+    if value_checks_enabled() and not bool(torch.isfinite(s) & (s > 0)):  # one read, skipped in `value_checks(False)`
         raise ValueError(f"logit_scale must be finite and > 0, got {s.item()}")
     return s
 
@@ -75,11 +75,12 @@ def _imc(img, txt, negf, maskf, s, variant='ceclip', pos=None):
     n = img.shape[0]
     if variant == 'ceclip': logits, target = torch.cat([pos[:, None], ln], 1), 0
     elif variant == 'target_col1': logits, target = torch.cat([(st * txt).sum(-1)[:, None], pos[:, None], ln], 1), 1
-    elif variant == 'no_positive':
-        if not bool(maskf.any()): return (pos * 0).sum()
-        logits, target = ln, maskf.int().argmax()
+    elif variant == 'no_positive':  # decided on the device (no read): with no valid negative, a finite dummy row, 0
+        some = maskf.any()
+        loss = F.cross_entropy(torch.where(some, ln, 0.), maskf.int().argmax().expand(n))
+        return torch.where(some, loss, (pos * 0).sum())
     else: raise ValueError(f"variant must be one of {IMC_VARIANTS}, got {variant!r}")
-    return F.cross_entropy(logits, torch.full((n,), int(target), device=img.device))
+    return F.cross_entropy(logits, torch.full((n,), target, device=img.device))
 
 # %% ../nbs/02_losses.ipynb #729e55b6
 def imc_loss(img:torch.Tensor, # (N, D) normalised image features
@@ -149,7 +150,7 @@ def gather_features(img:torch.Tensor, # (n, D) local image features
                    ) -> tuple:
     "All-gather a hard-negative batch over processes; the local shard keeps its gradients."
     world, rank, init = _world(group)
-    if init:
+    if init and value_checks_enabled():  # a read of the gathered sizes: skipped in `value_checks(False)`
         sizes = [torch.zeros(3, dtype=torch.long, device=img.device) for _ in range(world)]
         mine = torch.tensor([img.shape[0], neg.shape[1], img.shape[1]], device=img.device)
         dist.all_gather(sizes, mine, group=group)

@@ -5,6 +5,7 @@
 # %% ../nbs/04_model.ipynb #af4d190e
 from __future__ import annotations
 import contextlib, copy, dataclasses, difflib, inspect, json, logging, os, shutil, tempfile, uuid, warnings, zipfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,12 +15,12 @@ import torch
 import open_clip
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-from .core import check_tensor, asset_path, atomic_write, json_default
+from .core import check_tensor, asset_path, atomic_write, json_default, value_checks_enabled
 
 # %% auto #0
 __all__ = ['TINY', 'register_configs', 'ClipBundle', 'load_state_dict', 'resolve_quick_gelu', 'uses_quick_gelu', 'create_model',
-           'unwrap_module', 'save_model', 'checkpoint_meta', 'encode_images', 'encode_text_trimmed', 'encode_texts',
-           'get_logit_scale', 'arrays_to_tensor']
+           'unwrap_module', 'save_model', 'checkpoint_meta', 'encode_images', 'encode_text_trimmed', 'text_length',
+           'encode_texts', 'get_logit_scale', 'arrays_to_tensor']
 
 # %% ../nbs/04_model.ipynb #efabbf19
 TINY = "hnvl-tiny"
@@ -159,12 +160,16 @@ def _decide_quick_gelu(name, quick_gelu, meta, jit, path, allow, default=None):
             warnings.warn(f"building {name!r} with {_act(rec)} although its config says {_act(default)}: {src}")
         return rec
     if quick_gelu != rec:
-        msg = f"quick_gelu={quick_gelu} contradicts the checkpoint: {src}"
-        if not allow:
-            raise ValueError(msg + ". Loading it with the other activation changes every score; pass quick_gelu=None "
-                             "to follow the checkpoint, or allow_activation_mismatch=True if you mean it")
-        warnings.warn(msg + " (allowed by allow_activation_mismatch=True)")
+        _refuse_mismatch(f"quick_gelu={quick_gelu} contradicts the checkpoint: {src}", allow, "the checkpoint")
     return quick_gelu
+
+# %% ../nbs/04_model.ipynb #4d023f1c
+def _refuse_mismatch(msg, allow, follow):
+    "An explicit activation contradicts the weights' record (`msg`): raise a `ValueError`, or only warn if `allow`."
+    if not allow:
+        raise ValueError(msg + ". Loading it with the other activation changes every score; pass quick_gelu=None "
+                         f"to follow {follow}, or allow_activation_mismatch=True if you mean it")
+    warnings.warn(msg + " (allowed by allow_activation_mismatch=True)")
 
 # %% ../nbs/04_model.ipynb #32b30b4f
 def _unrecorded_quick_gelu(name, quick_gelu, default, path):
@@ -271,11 +276,8 @@ def _source_quick_gelu(src, quick_gelu, allow):
     if quick_gelu is not None and not isinstance(quick_gelu, bool):
         raise TypeError(f"quick_gelu must be True, False or None, got {quick_gelu!r}")
     if quick_gelu is None or quick_gelu == src.quick_gelu: return src.quick_gelu
-    msg = f"quick_gelu={quick_gelu} contradicts {src.what}, which open_clip records as {_act(src.quick_gelu)}"
-    if not allow:
-        raise ValueError(msg + ". Loading it with the other activation changes every score; pass quick_gelu=None "
-                         "to follow the record, or allow_activation_mismatch=True if you mean it")
-    warnings.warn(msg + " (allowed by allow_activation_mismatch=True)")
+    _refuse_mismatch(f"quick_gelu={quick_gelu} contradicts {src.what}, which open_clip records as "
+                     f"{_act(src.quick_gelu)}", allow, "the record")
     return quick_gelu
 
 # %% ../nbs/04_model.ipynb #170f7273
@@ -648,13 +650,20 @@ def encode_images(model, # a `ClipBundle` or open_clip module
 def encode_text_trimmed(model, # open_clip `CLIP` or `ClipBundle`; any other object runs its own `encode_text`
                         tokens:torch.Tensor, # (n, context_length) token ids, on the model's device
                         normalize:bool=False, # L2-normalise, as `encode_text(normalize=True)`
+                        length:int|None=None, # `text_length(model, tokens)` computed on the host (None: read here)
                        ) -> torch.Tensor:
     "`model.encode_text(tokens)` computed only up to the batch's last end-of-text token: same features, less work."
     m = model.model if isinstance(model, ClipBundle) else model
     m = unwrap_module(m) if isinstance(m, torch.nn.Module) else m
     idx = _pool_index(m, tokens)
-    L = None if idx is None else int(idx.max()) + 1
-    if L is None or L == tokens.shape[1]:  # a tower we cannot trim exactly, or nothing to trim
+    if idx is not None and length is not None: _check_length(length, idx, tokens.shape[1])
+    return _trimmed(m, tokens, idx, length, normalize)
+
+# %% ../nbs/04_model.ipynb #851f5cb3
+def _trimmed(m, tokens, idx, L, normalize):
+    "`encode_text_trimmed` once `idx` (`_pool_index`) is known; `L` the run length (None: one read of `idx`)."
+    if idx is not None and L is None: L = int(idx.max()) + 1  # on a GPU: a wait for the device, see `text_length`
+    if idx is None or L == tokens.shape[1]:  # a tower we cannot trim exactly, or nothing to trim
         return m.encode_text(tokens, normalize=True) if normalize else m.encode_text(tokens)
     cast = m.transformer.get_cast_dtype()
     x = m.token_embedding(tokens[:, :L]).to(cast) + m.positional_embedding[:L].to(cast)
@@ -664,7 +673,14 @@ def encode_text_trimmed(model, # open_clip `CLIP` or `ClipBundle`; any other obj
     if p is not None: x = p(x) if isinstance(p, torch.nn.Linear) else x @ p
     return torch.nn.functional.normalize(x, dim=-1) if normalize else x
 
-# %% ../nbs/04_model.ipynb #851f5cb3
+def _check_length(length, idx, n):
+    "Refuse a `length` that is not an int in [1, n]; a value check: it must equal the batch's last pooled position + 1."
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= n:
+        raise ValueError(f"length must be an int between 1 and the context length {n}, got {length!r}")
+    if value_checks_enabled() and length != (want := int(idx.max()) + 1):
+        raise ValueError(f"length={length} is not these tokens' text length ({want}): compute it with "
+                         "`text_length(model, tokens)` on the same rows")
+
 def _pool_index(m, tokens):
     "The position each row's feature is read from, or None when trimming might change `m.encode_text`'s result."
     from open_clip.model import CLIP
@@ -678,15 +694,35 @@ def _pool_index(m, tokens):
     else: return None  # 'first', 'last' or no pooling: not (only) the end-of-text position
     return idx if _is_causal(m.attn_mask, tokens.shape[1]) else None
 
+_CAUSAL = {} # id(mask) -> (weak reference, (version, data pointer, n), answer): a mask is read once, not per call
+
 def _is_causal(mask, n):
-    "True if additive attention `mask` (n, n) forbids every position to attend to a later one."
+    "True if additive attention `mask` (n, n) forbids every position to attend to a later one (cached per mask)."
     if not (isinstance(mask, torch.Tensor) and mask.is_floating_point() and mask.shape == (n, n)): return False
-    return bool(mask[torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)].isneginf().all())
+    try: key = (mask._version, mask.data_ptr(), n)  # an in-place change bumps the version
+    except RuntimeError: key = None  # an inference tensor has no version counter: not cached
+    hit = _CAUSAL.get(id(mask))
+    if key is not None and hit is not None and hit[0]() is mask and hit[1] == key: return hit[2]
+    ans = bool(mask[torch.ones(n, n, dtype=torch.bool, device=mask.device).triu(1)].isneginf().all())
+    if key is not None:
+        for k in [k for k, v in _CAUSAL.items() if v[0]() is None]: _CAUSAL.pop(k, None)  # masks that are gone
+        _CAUSAL[id(mask)] = (weakref.ref(mask), key, ans)
+    return ans
+
+# %% ../nbs/04_model.ipynb #de81a50b
+def text_length(model, # open_clip `CLIP` or `ClipBundle`, as for `encode_text_trimmed`
+                tokens:torch.Tensor, # (n, context_length) token ids; on the host (CPU), nothing is read from a device
+               ) -> int|None:
+    "The positions `encode_text_trimmed` runs for `tokens`: the last end-of-text position + 1 (None: not trimmed)."
+    m = model.model if isinstance(model, ClipBundle) else model
+    idx = _pool_index(unwrap_module(m) if isinstance(m, torch.nn.Module) else m, tokens)
+    return None if idx is None else int(idx.max()) + 1
 
 # %% ../nbs/04_model.ipynb #d307011d
 def encode_texts(model, # a `ClipBundle` or open_clip module
                  tokens, # LongTensor (n, context_length) from the tokenizer; list[str] allowed with a `ClipBundle`
                  trim:bool=True, # run the text tower only up to the batch's last end-of-text token (same features)
+                 length:int|None=None, # `text_length(model, tokens)` if known (None: from `tokens` when on the host)
                 ) -> torch.Tensor:
     "L2-normalised text features `(n, D)`."
     m = _module(model)
@@ -699,9 +735,13 @@ def encode_texts(model, # a `ClipBundle` or open_clip module
     if tokens.dtype != torch.long:
         raise ValueError(f"tokens must be a LongTensor of token ids, got dtype {tokens.dtype}")
     dev = next(m.parameters()).device
+    own = trim and length is None and tokens.device.type == 'cpu'  # the host copy: its length costs no device read
+    if own: length = text_length(m, tokens)
+    tokens = tokens.to(dev)
     with _attention(dev):
-        if trim: return encode_text_trimmed(m, tokens.to(dev), normalize=True)
-        return m.encode_text(tokens.to(dev), normalize=True)
+        if not trim: return m.encode_text(tokens, normalize=True)
+        if own: return _trimmed(m, tokens, _pool_index(m, tokens), length, True)
+        return encode_text_trimmed(m, tokens, normalize=True, length=length)
 
 # %% ../nbs/04_model.ipynb #13ebcb2b
 def get_logit_scale(model, # a `ClipBundle` or open_clip module

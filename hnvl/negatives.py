@@ -20,9 +20,10 @@ __all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'a
            'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj', 'gen_replace_rel', 'gen_replace_act',
            'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs', 'gen_shuffle_within_trigrams',
            'gen_shuffle_trigrams', 'Negatives', 'make_negatives', 'check_captions', 'resolve_recipe',
-           'normalize_caption', 'SplitMixRandom', 'lexicon_coverage', 'analyze_spacy', 'FORMAT', 'FORMAT_VERSION',
-           'save_negatives', 'load_negatives', 'import_reference_negatives', 'read_captions', 'hnvl_negatives',
-           'edit_ok', 'detectability']
+           'normalize_caption', 'SplitMixRandom', 'lexicon_coverage', 'analyze_spacy', 'default_lexicon',
+           'caption_units', 'replace_word', 'swap_spans', 'stream_seed', 'FORMAT', 'FORMAT_VERSION', 'save_negatives',
+           'load_negatives', 'import_reference_negatives', 'read_captions', 'hnvl_negatives', 'edit_ok',
+           'detectability']
 
 # %% ../nbs/01_negatives.ipynb #2c974592
 class Lexicon:
@@ -421,8 +422,8 @@ def gen_verb(a:Analysis, rng:random.Random, fill=None) -> str|None:
     return _replace_pos(a, rng, fill or _default_filler(), ('VERB',))
 
 # %% ../nbs/01_negatives.ipynb #c998c7a1
-def _render(a, words, order=None):
-    "Render edited `words`; `order[i]` is the source index of the word now in slot i (for moved words)."
+def _render(a, words, order=None, spaces=None):
+    "Render edited `words`; `order[i]` is the source index of the word now in slot i; `spaces` after each word."
     first = a.words[0] if a.words else ''
     if order is not None and first[:1].isupper() and not (len(first) > 1 and first.isupper()):
         words = list(words)
@@ -430,6 +431,7 @@ def _render(a, words, order=None):
             if src == 0 and slot != 0 and a.pos[0] != 'PRON':
                 words[slot] = words[slot][:1].lower() + words[slot][1:]
         if order[0] != 0: words[0] = words[0][:1].upper() + words[0][1:]
+    if spaces is not None: return (a.lead + ''.join(map(str.__add__, words, spaces))).strip()
     return a.render(words)
 
 def _replace(a, i, new):
@@ -464,10 +466,15 @@ def _replace_pos(a, rng, fill, tags):
 def _swap_spans(a, s1, s2):
     "Exchange the word spans s1=(b1,e1) and s2=(b2,e2) (s1 before s2, not overlapping)."
     (b1, e1), (b2, e2) = s1, s2
-    n = len(a.words)
+    n, sp = len(a.words), a.spaces
     order = list(range(b1)) + list(range(b2, e2)) + list(range(e1, b2)) + list(range(b1, e1)) + list(range(e2, n))
-    words = [a.words[j] for j in order]  # spaces stay with slots so the caption keeps its layout
-    return _render(a, words, order)
+    words = [a.words[j] for j in order]
+    # words keep the space after them; the last word of a moved span takes the space that followed the span it
+    # replaces ("a man's dog" -> "dog's a man", not "dog 'sa man" when the spans differ in length)
+    spaces = [sp[j] for j in order]
+    k = b1 + (e2 - b2)
+    spaces[k - 1], spaces[k + (b2 - e1) + (e1 - b1) - 1] = sp[e1 - 1], sp[e2 - 1]
+    return _render(a, words, order, spaces)
 
 # %% ../nbs/01_negatives.ipynb #07e8f6fc
 def gen_swap_np(a:Analysis, rng:random.Random, fill=None, lex:Lexicon|None=None) -> str|None:
@@ -654,6 +661,7 @@ def make_negatives(captions:Sequence[str], # N captions
                    relation:str|None=None, # 'phrase', 'reference' (first two nouns if > 2), None: by backend
                    lexicon:Lexicon|None=None, # word lists (default: the shipped ones)
                    vocab=None, # restrict word-list replacements: words, or {kind: words} (see `Lexicon.restrict`)
+                   fill=None, # a filler instead of the word lists' (e.g. `hnvl.filter.ContextFiller`); None: word lists
                   ) -> Negatives:
     "K hard negatives per caption with `recipe`; `mask` is False (and the string '') where a negative is impossible."
     captions = check_captions(captions)
@@ -663,6 +671,7 @@ def make_negatives(captions:Sequence[str], # N captions
     types, gens = resolve_recipe(recipe, backend, relation)
     if vocab is not None: lexicon = (lexicon or _default_lexicon()).restrict(vocab)
     lfill = _default_filler() if lexicon is None else ListFiller(lexicon)
+    if fill is not None: lfill = _check_fill(fill, backend)
     fill = MaskFiller(fill_mask, rank=rank, mask_token=mask_token) if backend == 'mlm' else lfill
     fills = [lfill if g in _LIST_GENS else fill for g in gens]
     # negatives depend only on the caption's text and the seed: each distinct caption is done once
@@ -712,6 +721,15 @@ def resolve_recipe(recipe, # a `RECIPES` name or a list of generator names
         raise ValueError(f"relation must be 'phrase' or 'reference', got {relation!r}")
     gens = [GENERATORS['relation_ref' if (t == 'relation' and rel == 'reference') else t] for t in types]
     return types, gens
+
+def _check_fill(fill, # the `fill=` argument of `make_negatives`
+                backend, # its backend
+               ):
+    "`fill` when it can stand in for the word-list filler, else a `TypeError`/`ValueError` naming the argument."
+    if backend == 'mlm': raise ValueError("fill= can not be combined with backend='mlm' (the masked LM is the filler)")
+    if not callable(fill):
+        raise TypeError(f"fill must be a filler, a callable fill(analysis, i, rng), got {type(fill).__name__}")
+    return fill
 
 # %% ../nbs/01_negatives.ipynb #5989eee1
 def normalize_caption(s:str) -> str:
@@ -901,6 +919,42 @@ def _spacy_unit(toks, low, i, lex):
             feat = 'pl' if r[0] == 'NOUN' and toks[i + k - 1].tag_ in ('NNS', 'NNPS') else r[2]
             return k, (r[0], r[1], feat, r[3])
     return None
+
+# %% ../nbs/01_negatives.ipynb #0cf29a64
+def default_lexicon() -> Lexicon:
+    "The shipped word lists, loaded once per process (the `lexicon` backend's default)."
+    return _default_lexicon()
+
+# %% ../nbs/01_negatives.ipynb #f67f1520
+def caption_units(text:str, # a caption
+                  lex:Lexicon|None=None, # word lists (default: the shipped ones)
+                 ) -> list:
+    "Lower-case word units of `text` as the lexicon tagger splits it (multiword nouns and relations are one unit)."
+    return _tokenize(text, lex or _default_lexicon())[2]
+
+# %% ../nbs/01_negatives.ipynb #d0df3e15
+def replace_word(a:Analysis, # an analysed caption
+                 i:int, # index of the word unit to replace
+                 new:str, # the replacement (lower case; the old word's capital is kept)
+                ) -> str|None:
+    "The caption of `a` with word `i` replaced by `new`, the article before it fixed (None when `new` is empty)."
+    return _replace(a, i, new)
+
+# %% ../nbs/01_negatives.ipynb #94b598ce
+def swap_spans(a:Analysis, # an analysed caption
+               s1:tuple, # (start, end) word span
+               s2:tuple, # a later (start, end) word span, not overlapping `s1`
+              ) -> str:
+    "The caption of `a` with the word spans `s1` and `s2` exchanged (a capital moves with the sentence start)."
+    return _swap_spans(a, s1, s2)
+
+# %% ../nbs/01_negatives.ipynb #21f03c4a
+def stream_seed(seed:int, # the `seed` of `make_negatives`
+                caption:str, # the caption
+                kind:str, # the generator name in the recipe
+               ) -> int:
+    "Seed of the random stream `make_negatives` gives generator `kind` on `caption`."
+    return hash((seed, zlib.crc32(caption.encode('utf-8', 'surrogatepass')), zlib.crc32(kind.encode())))
 
 # %% ../nbs/01_negatives.ipynb #60b05a95
 _MOVED = {**dict.fromkeys(('FORMAT', 'FORMAT_VERSION', 'save_negatives', 'load_negatives',

@@ -138,6 +138,10 @@ def hnvl_negatives(src:str, # COCO captions JSON, a caption-per-line text file, 
                    chunk:int=5000, # captions per progress-bar step
                    trust_pickle:store_true=False, # allow unpickling a reference .npy file
                    quiet:store_true=False, # no progress bar
+                   filter:store_true=False, # adversarially filtered, context-fit negatives (`filter_negatives`)
+                   context:str=None, # count table of context-fit words (`hnvl_context`; --filter: default the captions)
+                   candidates:int=4, # --filter: candidates per caption and type
+                   workers:int=1, # --filter: processes drawing the candidates (the result does not depend on it)
                   ):
     "Generate hard-negative captions for a caption file and write a negatives cache."
     if str(src).endswith('.npy'):
@@ -145,20 +149,33 @@ def hnvl_negatives(src:str, # COCO captions JSON, a caption-per-line text file, 
         p = save_negatives(out, caps, negs, recipe='ceclip', backend='reference-import', seed=None, source=str(src))
         if not quiet: print(f"imported {len(caps)} captions -> {p}")
         return p
+    if (filter or context) and backend != 'lexicon':
+        raise ValueError(f"--filter and --context need --backend lexicon, got --backend {backend}")
+    if context is not None and not Path(context).is_file(): raise FileNotFoundError(f"--context: no file {context}")
     caps, meta = read_captions(src)
     rec = recipe if recipe in RECIPES else recipe.split(',')
-    kw = dict(fill_mask=mlm_model) if backend == 'mlm' else {}
-    parts, types = [], None
-    for s in progress_bar(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
-        n = make_negatives(caps[s:s + chunk], recipe=rec, seed=seed, backend=backend, spacy_model=spacy_model, **kw)
-        parts.append(n)
-        types = n.types
-    if types is None: types = resolve_recipe(rec, backend, None)[0]
-    mask = np.concatenate([n.mask for n in parts]) if parts else np.zeros((0, len(types)), bool)
-    allneg = Negatives(types, [r for n in parts for r in n.negatives], mask)
+    if filter:
+        from hnvl.filter import filter_negatives
+        allneg = filter_negatives(caps, recipe=rec, seed=seed, context=context, candidates=candidates,
+                                  workers=workers, progress=not quiet)
+        meta.update(filter=dict(candidates=candidates), context=context or 'captions')
+    else:
+        kw = dict(fill_mask=mlm_model) if backend == 'mlm' else {}
+        if context:
+            from hnvl.filter import ContextFiller
+            kw['fill'] = ContextFiller(context)
+            meta.update(context=context)
+        parts, types = [], None
+        for s in progress_bar(range(0, len(caps), chunk), disable=quiet, unit='chunk', desc='negatives'):
+            n = make_negatives(caps[s:s + chunk], recipe=rec, seed=seed, backend=backend, spacy_model=spacy_model, **kw)
+            parts.append(n)
+            types = n.types
+        if types is None: types = resolve_recipe(rec, backend, None)[0]
+        mask = np.concatenate([n.mask for n in parts]) if parts else np.zeros((0, len(types)), bool)
+        allneg = Negatives(types, [r for n in parts for r in n.negatives], mask)
     p = save_negatives(out, caps, allneg, recipe=recipe, backend=backend, seed=seed, source=str(src), **meta)
     if not quiet:
-        frac = dict(zip(types, allneg.mask.mean(0).round(3).tolist()))
+        frac = dict(zip(allneg.types, allneg.mask.mean(0).round(3).tolist()))
         print(f"{len(caps)} captions, valid fraction per type {frac} -> {p}")
     return p
 

@@ -18,11 +18,12 @@ try: import fcntl  # POSIX: the run-folder lock
 except ImportError: fcntl = None  # Windows: run folders are not locked
 
 from .core import (seed_everything, atomic_write, save_json, load_json, default_device, progress_bar, console_entry,
-                       forward_moved)
+                       forward_moved, value_checks)
 from .negatives import RECIPES, GENERATORS, make_negatives
 from .schedule import AdaptiveThreshold, FixedThreshold
 from .losses import HardNegativeLoss, IMC_VARIANTS, CMR_REDUCTIONS
-from .model import create_model, save_model, unwrap_module, encode_images, encode_texts, get_logit_scale
+from .model import (create_model, save_model, unwrap_module, encode_images, encode_texts, get_logit_scale,
+                        text_length)
 from .data import WorldConfig, make_world, ArrayHardNegatives, CocoHardNegatives, collate_hard_negatives
 
 # %% auto #0
@@ -52,6 +53,7 @@ class TrainConfig:
     recipe: str = 'ceclip' # `hnvl.negatives` recipe for the training negatives
     neg_backend: str = 'lexicon' # `hnvl.negatives` backend
     neg_vocab: str|None = 'captions' # shapes world: 'captions' = replacement words only from the captions; None = all
+    neg_filter: bool = False # shapes world: `hnvl.filter.filter_negatives` (context-fit, adversarially filtered)
     coco_ann: str|None = None # COCO `captions_train2014.json`
     coco_images: str|None = None # COCO image folder
     negatives_path: str|None = None # negatives cache written by `hnvl_negatives`
@@ -122,6 +124,9 @@ def _check_config(cfg:TrainConfig):
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {v!r}")
     if not 0 <= cfg.ema < 1: raise ValueError(f"TrainConfig.ema must be in [0, 1), got {cfg.ema!r}")
+    if cfg.neg_filter and (cfg.data != 'shapes' or cfg.neg_backend != 'lexicon'):
+        raise ValueError("TrainConfig.neg_filter needs data='shapes' and neg_backend='lexicon' (for COCO, write the "
+                         "negatives cache with `hnvl_negatives --filter`)")
     _check_recipe(cfg.recipe)
     if cfg.compile: _check_backend(cfg.compile_backend)
     if cfg.steps is not None and cfg.ckpt_every > cfg.steps:
@@ -171,7 +176,11 @@ def preset(cls, name:str='tiny', # 'tiny' | 'shapes' | 'paper'
            **overrides) -> 'TrainConfig':
     "A named preset with `overrides` applied (unknown field names raise)."
     if name not in PRESETS: raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-    return cls(**PRESETS[name]).replace(**overrides)
+    cfg = cls(**PRESETS[name])
+    steps = overrides.get('steps')
+    if 'ckpt_every' not in overrides and steps and cfg.ckpt_every > steps:
+        overrides = dict(overrides, ckpt_every=0)  # a run shorter than the preset's interval: a checkpoint at its end
+    return cfg.replace(**overrides)
 
 # %% ../nbs/06_train.ipynb #51436a69
 LOSS_CONFIGS = dict(
@@ -290,9 +299,13 @@ def make_dataset(cfg:TrainConfig, # the run's config
     if cfg.data == 'shapes':
         world = make_world(WorldConfig(**cfg.world), cfg.n_train, split='train', seed=cfg.world_seed)
         if cfg.hard_negatives:
-            vocab = sorted({w for c in world.captions for w in c.split()}) if cfg.neg_vocab == 'captions' else None
-            negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend,
-                                  vocab=vocab)
+            if cfg.neg_filter:  # the counts come from the captions, so only their words are put in
+                from hnvl.filter import filter_negatives
+                negs = filter_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed)
+            else:
+                vocab = sorted({w for c in world.captions for w in c.split()}) if cfg.neg_vocab == 'captions' else None
+                negs = make_negatives(list(world.captions), recipe=cfg.recipe, seed=cfg.seed, backend=cfg.neg_backend,
+                                      vocab=vocab)
         else: negs = None # K=0: plain CLIP, nothing generated, tokenised or encoded
         ds = ArrayHardNegatives(world.images, list(world.captions), negs, bundle.mean, bundle.std)
         return ds, list(ds.types)
@@ -320,26 +333,31 @@ def batches(ds, # the training dataset
             tokenizer, # list[str] -> LongTensor
             cfg:TrainConfig, # workers and prefetching
             device:str|None=None, # the training device (None: `cfg.device`, else the default one)
+            model=None, # the model trained: each batch also gets its `text_length` (None: not computed)
            ):
     "Collated batches with their dataset indices (`index`) and encoded text rows (`keep`), pinned for CUDA."
     dev = str(device or cfg.device or default_device())
     pin = dev.startswith('cuda')  # page-locked host memory: the copy to the GPU runs while the GPU computes
     if hasattr(ds, 'batch'):  # the array fast path: no per-sample loop, no workers needed
         for idx in sampler:
-            b = _with_keep(ds.batch(idx, tokenizer))
+            b = _with_length(_with_keep(ds.batch(idx, tokenizer)), model)
             yield dict(_pinned(b) if pin else b, index=idx)
         return
     workers = data_workers(cfg.num_workers, dev)
     more = dict(persistent_workers=True, prefetch_factor=cfg.prefetch_factor) if workers else {}
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin,
                                          collate_fn=functools.partial(_collate, tokenizer=tokenizer), **more)
-    for idx, b in zip(sampler, loader): yield dict(b, index=idx)  # the loader keeps the sampler's order
+    for idx, b in zip(sampler, loader): yield dict(_with_length(b, model), index=idx)  # the sampler's order
 
 def _keep_rows(mask:torch.Tensor) -> torch.Tensor:
     "Rows of `texts` a step encodes: the N captions, then the valid negatives (row-major); host work for a CPU mask."
     return torch.cat([mask.new_ones(mask.shape[0]), mask.reshape(-1)]).nonzero().squeeze(1)
 
 def _with_keep(b:dict) -> dict: return dict(b, keep=_keep_rows(b['mask']))
+
+def _with_length(b:dict, model) -> dict:
+    "`b` with `text_length`, the trimmed text tower's length for its kept rows (host tokens: no device read)."
+    return b if model is None else dict(b, text_length=text_length(model, b['texts'][b['keep']]))
 
 def _collate(samples, tokenizer):
     "`collate_hard_negatives` plus `keep`, in the DataLoader worker."
@@ -409,7 +427,7 @@ def as_floats(terms:dict, # loss terms as 0-dim tensors, as `train_step` returns
 
 # %% ../nbs/06_train.ipynb #a0bbf792
 def train_step(model, # open_clip CLIP (train mode)
-               batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives` (+ "keep" from `batches`)
+               batch:dict, # {"images", "texts", "mask"} from `collate_hard_negatives` (+ "keep", "text_length")
                loss_fn, # `hnvl.losses.HardNegativeLoss`
                opt:torch.optim.Optimizer, # optimiser
                sched=None, # LR scheduler stepped after the optimiser
@@ -424,11 +442,13 @@ def train_step(model, # open_clip CLIP (train mode)
     if batch['texts'].shape[0] != n + n * k:
         raise ValueError(f"texts must have N + N*K = {n + n * k} rows, got {batch['texts'].shape[0]}")
     keep = batch['keep'] if 'keep' in batch else _keep_rows(batch['mask'])  # captions and valid negatives only
+    # computed on the host tokens (by `batches`, or here from a collated batch): the GPU is not waited for
+    length = batch['text_length'] if 'text_length' in batch else text_length(model, batch['texts'][keep])
     images, texts, mask, keep = (x.to(dev, non_blocking=True) for x in (batch['images'], batch['texts'],
                                                                          batch['mask'], keep))
     with (autocast() if autocast else nullcontext()):
         img = encode_images(model, images)
-        kept = encode_texts(model, texts[keep]).float()
+        kept = encode_texts(model, texts[keep], length=length).float()
     img = img.float()
     # unit-norm features: their sum is finite exactly when every entry is
     img_ok, txt_ok = torch.isfinite(img.detach().sum()), torch.isfinite(kept.detach().sum())
@@ -691,12 +711,14 @@ def _run(cfg, bundle, net, dev, out, found, world, rank, main):
     sampler = EpochBatchSampler(len(ds), cfg.batch_size, seed=cfg.seed, start=step, total=end, shard=(rank, world))
     guard = None if cfg.check_every_step else FiniteGuard()
     pending = []  # caption indices of the steps since the guard was last read
-    last, t0, n0 = {}, time.perf_counter(), step
+    last, t0, n0, first = {}, time.perf_counter(), step, step
     with progress_bar(total=end, initial=step, disable=not (cfg.progress and main), desc=out.name, leave=False) as bar:
-        for batch in batches(ds, sampler, tok, cfg, device=dev):
+        for batch in batches(ds, sampler, tok, cfg, device=dev, model=net):
             if step > 0 and step % per_epoch == 0: loss_fn.new_epoch()
             lr = opt.param_groups[0]['lr']
-            try: terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip, guard=guard)
+            try:  # value checks (reads) on the first step only: later steps leave NaN/inf to the guard
+                with value_checks(bool(cfg.check_every_step) or step == first):
+                    terms = train_step(net, batch, loss_fn, opt, sched, scaler, autocast, cfg.grad_clip, guard=guard)
             except NonFiniteLossError as e:  # found on the host (`check_every_step`, no on-device skip, ...)
                 bad = guard.read()[0] if guard else None  # a bad step since the last read comes first
                 if bad: _raise_nonfinite(bad, step, pending, last_ckpt)

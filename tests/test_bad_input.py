@@ -13,7 +13,8 @@ from hnvl.core import console_entry, open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {'hnvl_train': 'hnvl.train', 'hnvl_eval': 'hnvl.benchmarks', 'hnvl_negatives': 'hnvl.negatives_io',
-           'hnvl_demo': 'hnvl.demo', 'hnvl_image_cache': 'hnvl.coco', 'hnvl_reproduce': 'hnvl.reproduce'}
+           'hnvl_demo': 'hnvl.demo', 'hnvl_image_cache': 'hnvl.coco', 'hnvl_reproduce': 'hnvl.reproduce',
+           'hnvl_context': 'hnvl.filter'}
 
 
 def _run(script, *args, debug_env=False, timeout=600):
@@ -54,6 +55,9 @@ CASES = [('hnvl_train', ['--lr', '-1'], ['lr', '-1']),
          ('hnvl_eval', ['--benchmarks', 'aro'], ["'aro'"]),
          ('hnvl_negatives', ['{d}/bad.json', '{d}/out.jsonl.gz'], ['{d}/bad.json', 'line 3 column 1']),
          ('hnvl_negatives', ['{d}/missing.txt', '{d}/out.jsonl.gz'], ['{d}/missing.txt', 'No such file']),
+         ('hnvl_negatives', ['{d}/caps.txt', '{d}/out.jsonl.gz', '--context', '{d}/none.npz'], ['--context', '{d}/none.npz']),
+         ('hnvl_context', ['{d}/missing.txt', '{d}/ctx.npz'], ['{d}/missing.txt', 'No such file']),
+         ('hnvl_context', ['{d}/notes.txt', '{d}/ctx.npz', '--bogus'], ['--bogus']),
          ('hnvl_demo', ['--world', 'nope', '--bogus'], ['--bogus'])]
 
 
@@ -85,7 +89,8 @@ def test_interrupt_is_one_line_exit_130(tmp_path):
 
 OWN = {'hnvl_train': ['--preset', '--lr', '--set', 'peak learning rate'],
        'hnvl_eval': ['--benchmarks', '--data_root', '--skip_missing', 'comma-separated benchmark names'],
-       'hnvl_negatives': ['src', '--recipe', '--trust_pickle', 'output cache'],
+       'hnvl_negatives': ['src', '--recipe', '--trust_pickle', 'output cache', '--filter', '--context'],
+       'hnvl_context': ['src', 'out', '--quiet', 'count table'],
        'hnvl_demo': ['--quick', '--no_progress', '--configs', 'fine-tuning seeds', '--interpolate'],
        'hnvl_image_cache': ['ann_file', '--image_size', '--overwrite', 'longest stored side'],
        'hnvl_reproduce': ['--coco_images', '--coco_ann', '--pretrained', '--benchmarks_root']}

@@ -296,6 +296,22 @@ def test_trimmed_text_equals_full_vit_b32_coco(b32):
     assert torch.allclose(normed, F.normalize(full, dim=-1), atol=1e-5)
 
 
+def test_trimmed_text_with_a_host_length_reads_nothing_vit_b32(b32):
+    "The length computed on the host tokens gives the very features of the device-read one, with no read at all."
+    from hnvl.core import value_checks
+    from hnvl.model import text_length
+    from hnvl.train import HostReads
+    t = b32.tokenizer(_coco_captions(16))
+    L = text_length(b32, t)
+    assert L == int(t.argmax(-1).max()) + 1 < 77
+    with torch.no_grad(): own, own_normed = encode_text_trimmed(b32, t), encode_texts(b32, t)
+    with HostReads() as reads, value_checks(False), torch.no_grad():
+        host, host_normed = encode_text_trimmed(b32, t, length=L), encode_texts(b32, t, length=L)
+    assert reads.reads == [] and torch.equal(host, own) and torch.equal(host_normed, own_normed)
+    with pytest.raises(ValueError, match=f"length={L - 1} is not these tokens' text length"):
+        encode_text_trimmed(b32, t, length=L - 1)
+
+
 def test_trimmed_text_gradients_match_tiny():
     b = _tiny(); b.model.train()
     t = b.tokenizer(CAPS)  # longest row ends at position 9 of 16

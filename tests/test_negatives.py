@@ -357,3 +357,120 @@ def test_forwarding_is_lazy_and_unknown_names_fail():
                        env={**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get('PYTHONPATH', '')])})
     assert r.returncode == 0, r.stderr
     with pytest.raises(ImportError): exec('from hnvl.negatives import no_such_name', {})
+
+
+# ---- hnvl.filter: context-fit replacements and adversarial filtering ----
+from hnvl.filter import (ContextFiller, FilterConfig, build_context, candidate_negatives, detector_accuracy,
+                         filter_negatives, load_context)
+from hnvl.negatives import ListFiller
+
+_REPLACING = ('adjective', 'noun', 'verb', 'replace_att', 'replace_obj', 'replace_act', 'swap_np')
+
+
+def _split(n=600):
+    "(captions to fit on, held-out captions): n SugarCrepe captions when the annotations are there, else CAPS."
+    root = benchmarks_root() / 'sugarcrepe'
+    if not root.exists(): return CAPS, CAPS[:10]
+    corpus = list(dict.fromkeys(v['caption'] for f in sorted(root.glob('*.json')) for v in json.load(open(f)).values()))
+    random.Random(0).shuffle(corpus)
+    return corpus[:n:2], corpus[1:n:2]
+
+
+def test_fill_hook_leaves_default_outputs_alone():
+    corpus = _corpus()
+    for recipe in RECIPES:
+        plain = make_negatives(corpus, recipe=recipe, seed=1)
+        assert make_negatives(corpus, recipe=recipe, seed=1, fill=None).negatives == plain.negatives
+        # the word lists passed explicitly give what the default gives: the hook only swaps the filler
+        assert make_negatives(corpus, recipe=recipe, seed=1, fill=ListFiller()).negatives == plain.negatives
+    with pytest.raises(TypeError, match='fill must be a filler'): make_negatives(['a dog'], fill='red')
+
+
+def test_context_fill_only_touches_replacements():
+    fit, held = _split()
+    cf = ContextFiller(build_context(fit))
+    recipe = [g for g in GENERATORS if g != 'relation_ref']
+    plain, ctx = make_negatives(held, recipe=recipe, seed=0), make_negatives(held, recipe=recipe, seed=0, fill=cf)
+    for k, t in enumerate(recipe):
+        a, b = [r[k] for r in plain.negatives], [r[k] for r in ctx.negatives]
+        if t in _REPLACING and t != 'swap_np':
+            assert a != b, t  # the filler decides the word
+            assert all(edit_ok(t, c, n) for c, n in zip(held, b) if n), t  # one replacement, nothing else
+        elif t not in _REPLACING: assert a == b, t  # swaps, shuffles, relations: no filler involved
+
+
+def test_candidate_zero_is_make_negatives():
+    fit, held = _split()
+    cf = ContextFiller(build_context(fit))
+    for recipe in ('ceclip', 'negclip', 'replace'):
+        cands = candidate_negatives(held[:150], recipe=recipe, n=3, seed=5, fill=cf)
+        ref = make_negatives(cands.captions, recipe=recipe, seed=5, fill=cf)
+        assert [[xs[0] if xs else '' for xs in row] for row in cands.texts] == ref.negatives
+        assert all(len(xs) <= 3 for row in cands.texts for xs in row)
+
+
+def test_extended_pools_raise_adjective_and_verb_coverage():
+    fit, held = _split()
+    m = build_context(fit + held)
+    lists = make_negatives(held, recipe=['adjective', 'verb'], fill=ContextFiller(m, extended=False))
+    ext = make_negatives(held, recipe=['adjective', 'verb'], fill=ContextFiller(m))
+    assert (ext.mask.mean(0) >= lists.mask.mean(0)).all()
+    if len(held) > 100: assert ext.mask[:, 1].mean() > lists.mask[:, 1].mean()  # verbs outside the action list
+    for c, row in zip(held, ext.negatives):
+        for t, n in zip(('adjective', 'verb'), row):
+            if n: assert edit_ok(t, c, n), (c, n)
+
+
+def test_filter_is_deterministic_and_batch_independent_when_fitted_elsewhere():
+    fit, held = _split()
+    cfg = FilterConfig(rounds=1, max_pairs=2000)
+    a = filter_negatives(held[:60], recipe=['noun', 'relation'], fit=fit[:300], config=cfg)
+    b = filter_negatives(held[:60], recipe=['noun', 'relation'], fit=fit[:300], config=cfg)
+    c = filter_negatives(held[:30], recipe=['noun', 'relation'], fit=fit[:300], config=cfg)
+    assert a.negatives == b.negatives and a.negatives[:30] == c.negatives
+    assert a.mask.mean() > 0.5
+
+
+@pytest.mark.skipif(not (benchmarks_root() / 'sugarcrepe').exists(), reason='needs the SugarCrepe annotations')
+def test_filter_lowers_detectability_on_held_out_captions():
+    "End to end on real captions: fitted on one half, the filter's nouns are harder to spot on the other half."
+    fit, held = _split(4000)
+    plain = make_negatives(held, recipe=['noun'])
+    cfg = FilterConfig(rounds=2, max_pairs=4000)
+    filt = filter_negatives(held, recipe=['noun'], fit=fit, config=cfg)
+    pairs0 = [(c, r[0]) for c, r in zip(held, plain.negatives) if r[0]]
+    pairs1 = [(c, r[0]) for c, r in zip(held, filt.negatives) if r[0]]
+    assert len(pairs1) >= 0.95 * len(pairs0)
+    before = detector_accuracy([c for c, _ in pairs0], [n for _, n in pairs0])
+    after = detector_accuracy([c for c, _ in pairs1], [n for _, n in pairs1])
+    assert after < before - 0.03, (before, after)
+    assert all(edit_ok('noun', c, n) for c, n in pairs1)
+
+
+def test_hnvl_context_cli(tmp_path):
+    txt = tmp_path / 'caps.txt'; txt.write_text('\n'.join(CAPS) + '\n')
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                         os.environ.get('PYTHONPATH', '')])}
+    run = lambda *a: subprocess.run([sys.executable, '-c', 'from hnvl.filter import _cli; _cli()', *map(str, a)],
+                                    capture_output=True, text=True, timeout=120, env=env)
+    r = run(txt, tmp_path / 'ctx.npz', '--quiet')
+    assert r.returncode == 0, r.stderr
+    m = load_context(tmp_path / 'ctx.npz')
+    assert m.keys.tolist() == build_context(CAPS).keys.tolist() and m.vocab == build_context(CAPS).vocab
+    r = run(tmp_path / 'missing.txt', tmp_path / 'x.npz')
+    assert r.returncode == 2 and 'missing.txt' in r.stderr and 'Traceback' not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / 'empty.txt').write_text('\n')
+    from hnvl.filter import hnvl_context
+    with pytest.raises(ValueError, match='no captions'):
+        hnvl_context(str(tmp_path / 'empty.txt'), str(tmp_path / 'x.npz'))
+    with pytest.raises(ValueError, match='not an hnvl context table'): load_context(txt)
+
+
+def test_candidates_do_not_depend_on_workers():
+    fit, held = _split()
+    cf = ContextFiller(build_context(fit))
+    one = candidate_negatives(held[:300], n=3, fill=cf)
+    two = candidate_negatives(held[:300], n=3, fill=cf, workers=2)
+    assert one.texts == two.texts and one.captions == two.captions
+    with pytest.raises(ValueError, match='workers must be a positive int'): candidate_negatives(held[:3], workers=0)

@@ -185,10 +185,11 @@ def test_console_scripts_exit_zero(installed):
     _, py, run, _ = installed
     cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
     names = [s.split("=")[0].strip() for s in cfg["DEFAULT"]["console_scripts"].split("\n") if s.strip()]
-    assert set(names) == {"hnvl_negatives", "hnvl_train", "hnvl_demo", "hnvl_eval", "hnvl_image_cache", "hnvl_reproduce"}, names
+    assert set(names) == {"hnvl_negatives", "hnvl_train", "hnvl_demo", "hnvl_eval", "hnvl_image_cache", "hnvl_reproduce",
+                          "hnvl_context"}, names
     bindir = py.parent
     own_option = {"hnvl_negatives": "--recipe", "hnvl_train": "--preset", "hnvl_demo": "--quick", "hnvl_eval": "--benchmarks",
-                  "hnvl_image_cache": "--overwrite", "hnvl_reproduce": "--coco_ann"}
+                  "hnvl_image_cache": "--overwrite", "hnvl_reproduce": "--coco_ann", "hnvl_context": "--quiet"}
     for n in names:
         help_ = _run([bindir / n, "--help"], cwd=run).stdout
         assert "usage:" in help_ and own_option[n] in help_, (n, help_[:300])  # the help of the function the script runs

@@ -1,5 +1,6 @@
 """hnvl.train: fit end to end on the tiny preset, the CLI, checkpoint/resume round trip."""
 import json, math, os, subprocess, sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -141,16 +142,18 @@ def test_fit_on_a_tiny_coco_folder(tmp_path):
 
 # --- no host reads inside the step ---------------------------------------------------------------------------------
 
-# reads per step that hnvl.train cannot remove: input checks and the text trimming inside the model and the loss
-# (hnvl.model, hnvl.losses). They may only shrink: a new read anywhere, or one more in these places, fails the test.
-ELSEWHERE = {'model.py:encode_images': 1, 'model.py:_is_causal': 1, 'model.py:encode_text_trimmed': 1,
-             'losses.py:_check_batch': 3, 'losses.py:_scale': 2}
+# Between two check points a step reads nothing back anywhere (hnvl.train, hnvl.model, hnvl.losses). The first step of
+# a run checks its inputs' values (finite features, logit scale, the text length handed to the model); only those
+# reads, in hnvl.model and hnvl.losses, are allowed outside hnvl/train.py.
+FIRST_STEP_ONLY = ('model.py:', 'losses.py:')
 
 def _reads_of_fit(cfg, monkeypatch):
-    "`HostReads` of `fit(cfg)` but the data pipeline (host work) and checkpoint writing (a copy off the device)."
+    """`HostReads` of `fit(cfg)` but the data pipeline (host work) and checkpoint writing (a copy off the device).
+
+    Returns the result, the reads by place, and the reads made inside each `train_step` (a `Counter` per step)."""
     import hnvl.train as T
-    reads = T.HostReads()
-    batches, write = T.batches, T._write_checkpoint
+    reads, per_step = T.HostReads(), []
+    batches, write, step = T.batches, T._write_checkpoint, T.train_step
     def quiet_batches(*a, **k):
         it = batches(*a, **k)
         while True:
@@ -159,36 +162,55 @@ def _reads_of_fit(cfg, monkeypatch):
             yield b
     def quiet_write(*a, **k):
         with reads.paused(): return write(*a, **k)
+    def counted_step(*a, **k):
+        i = len(reads.reads)
+        try: return step(*a, **k)
+        finally: per_step.append(Counter(w for _, w in reads.reads[i:]))
     monkeypatch.setattr(T, 'batches', quiet_batches)
     monkeypatch.setattr(T, '_write_checkpoint', quiet_write)
+    monkeypatch.setattr(T, 'train_step', counted_step)
     with reads: r = fit(cfg)
-    return r, reads.where()
+    return r, reads.where(), per_step
 
 @pytest.mark.parametrize('log_every,ckpt_every,checks', [(4, 0, 3), (6, 4, 4)])
 def test_the_loop_reads_the_device_only_at_check_points(tmp_path, monkeypatch, log_every, ckpt_every, checks):
     "12 steps: one read per log point and per checkpoint (steps 4, 8, 12; or 4, 6, 8, 12), none in between."
     steps = 12
-    r, where = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=steps, log_every=log_every,
-                                                ckpt_every=ckpt_every, progress=False), monkeypatch)
+    r, where, per_step = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=steps, log_every=log_every,
+                                                          ckpt_every=ckpt_every, progress=False), monkeypatch)
+    assert len(per_step) == steps
+    assert all(not s for s in per_step[1:]), per_step  # no step after the first reads anything, anywhere
+    first = per_step[0]
+    assert first and all(w.startswith(FIRST_STEP_ONLY) for w in first), first  # the first step's value checks
     ours = {w: n for w, n in where.items() if w.startswith('train.py')}
     assert sum(ours.values()) == checks, where
-    others = {w: n for w, n in where.items() if not w.startswith('train.py')}
-    assert all(w in ELSEWHERE and n <= ELSEWHERE[w] * steps for w, n in others.items()), others
+    assert where == Counter(ours) + first, where  # nothing else, outside the steps either
     rows = _rows(tmp_path)
     assert [x['step'] for x in rows] == list(range(log_every, steps + 1, log_every))
     assert all(math.isfinite(x['loss']) for x in rows) and r['step'] == steps
 
+def test_a_resumed_run_checks_its_first_step_again(tmp_path, monkeypatch):
+    "Value checks run on the first step of each invocation: a resumed run checks its first step, then reads nothing."
+    fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=6, log_every=3, stop_after=3, progress=False))
+    r, where, per_step = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=6, log_every=3,
+                                                          resume=True, progress=False), monkeypatch)
+    assert r['step'] == 6 and len(per_step) == 3
+    assert per_step[0] and not per_step[1] and not per_step[2], per_step
+    assert sum(n for w, n in where.items() if w.startswith('train.py')) == 1, where  # the row at step 6
+
 def test_check_every_step_reads_every_step(tmp_path, monkeypatch):
     "The debug setting checks each step on the host before its update (two reads: features, then loss terms)."
-    _, where = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=4, log_every=4, progress=False,
-                                                check_every_step=True), monkeypatch)
+    _, where, per_step = _reads_of_fit(TrainConfig.preset('tiny', out=str(tmp_path), steps=4, log_every=4,
+                                                          progress=False, check_every_step=True), monkeypatch)
     assert sum(n for w, n in where.items() if w.startswith('train.py')) == 2 * 4 + 1, where  # + the metrics row
+    # ... and the model and the loss check their inputs' values on every step, not only the first
+    assert all(any(w.startswith(FIRST_STEP_ONLY) for w in s) for s in per_step), per_step
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
 def test_no_device_syncs_between_log_points_on_cuda(tmp_path, monkeypatch):
-    "CUDA's sync detector (it also sees `nonzero`, copies to the CPU...): hnvl/train.py syncs only at log points."
+    "CUDA sync detector (it also sees `nonzero`, copies to the CPU...): past the first step, syncs only at log points."
     import warnings, hnvl.train as T
-    batches, write = T.batches, T._write_checkpoint
+    batches, write, step = T.batches, T._write_checkpoint, T.train_step
     def off(f):
         def g(*a, **k):
             mode = torch.cuda.get_sync_debug_mode(); torch.cuda.set_sync_debug_mode(0)
@@ -198,19 +220,28 @@ def test_no_device_syncs_between_log_points_on_cuda(tmp_path, monkeypatch):
     def quiet_batches(*a, **k):
         it = batches(*a, **k)
         while (b := off(next)(it, None)) is not None: yield b
+    got, per_step = [], []  # `got`: the recorded warnings, once recording starts
+    def counted_step(*a, **k):
+        i = len(got[0])
+        try: return step(*a, **k)
+        finally:
+            per_step.append([(Path(w.filename).name, w.lineno) for w in got[0][i:] if 'synchroniz' in str(w.message)])
     monkeypatch.setattr(T, 'batches', quiet_batches)
     monkeypatch.setattr(T, '_write_checkpoint', off(write))
+    monkeypatch.setattr(T, 'train_step', counted_step)
     cfg = TrainConfig.preset('tiny', out=str(tmp_path), steps=12, log_every=4, device='cuda', progress=False)
-    with warnings.catch_warnings(record=True) as got:
+    with warnings.catch_warnings(record=True) as rec:
+        got.append(rec)
         warnings.simplefilter('always')
         torch.cuda.set_sync_debug_mode('warn')
         try: fit(cfg)
         finally: torch.cuda.set_sync_debug_mode(0)
-    syncs = [w for w in got if 'synchroniz' in str(w.message)]
+    syncs = [w for w in rec if 'synchroniz' in str(w.message)]
+    assert len(per_step) == 12 and all(not s for s in per_step[1:]), per_step  # steps 2..12: not one sync
     ours = [w for w in syncs if w.filename.endswith(str(Path('hnvl', 'train.py')))]
     assert len(ours) == 3, [(w.filename, w.lineno, str(w.message)[:80]) for w in syncs]
     elsewhere = {Path(w.filename).name for w in syncs} - {'train.py'}
-    assert elsewhere <= {'model.py', 'losses.py', 'core.py'}, elsewhere
+    assert elsewhere <= {'model.py', 'losses.py', 'core.py'}, elsewhere  # the first step's value checks
 
 
 # --- a non-finite step found at a log point -------------------------------------------------------------------------
