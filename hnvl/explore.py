@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 
-from .negatives import RECIPES, make_negatives
+from .negatives import RECIPES, BACKENDS, make_negatives
+_all_ = ['BACKENDS']  # the explorer's backend choices: `make_negatives`' own
 
 # %% auto #0
-__all__ = ['BACKENDS', 'run_theta', 'ModelEntry', 'load_models', 'default_scenes', 'changed_words', 'Scores', 'score', 'Snapshot',
-           'Explorer', 'render_html', 'explore']
+__all__ = ['run_theta', 'ModelEntry', 'load_models', 'default_scenes', 'changed_words', 'Scores', 'score', 'Snapshot', 'Explorer',
+           'render_html', 'explore', 'BACKENDS']
 
 # %% ../nbs/08a_explore.ipynb #be7c27f8
 def run_theta(folder, # a training run folder (holding `metrics.jsonl`)
@@ -251,8 +252,6 @@ def score(img:torch.Tensor, # (D,) L2-normalised image features
                   [None if n is None else dot(cap, n) for n in negs], theta, s)
 
 # %% ../nbs/08a_explore.ipynb #ad73b067
-BACKENDS = ('lexicon', 'spacy', 'mlm')
-
 @dataclass
 class Snapshot:
     "What the explorer shows: the scene, the caption, its negatives and the scores of every model shown."

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .core import asset_path, forward_moved
 
 # %% auto #0
-__all__ = ['GENERATORS', 'RECIPES', 'Lexicon', 'Analysis', 'analyze_lexicon', 'analyze', 'article_for', 'ListFiller',
+__all__ = ['GENERATORS', 'RECIPES', 'BACKENDS', 'Lexicon', 'Analysis', 'analyze_lexicon', 'analyze', 'article_for', 'ListFiller',
            'MaskFiller', 'gen_relation', 'gen_relation_ref', 'gen_adjective', 'gen_noun', 'gen_verb', 'gen_swap_np',
            'gen_swap_adj', 'gen_swap_vp', 'gen_replace_att', 'gen_replace_obj', 'gen_replace_rel', 'gen_replace_act',
            'gen_shuffle_nouns_adjs', 'gen_shuffle_allbut_nouns_adjs', 'gen_shuffle_within_trigrams',
@@ -647,6 +647,8 @@ class Negatives:
     def __getitem__(self, i): return self.negatives[i], self.mask[i]
 
 # %% ../nbs/01_negatives.ipynb #40195763
+BACKENDS = ('lexicon', 'spacy', 'mlm') # the caption analyses `make_negatives` offers
+
 def make_negatives(captions:Sequence[str], # N captions
                    recipe:str|list='ceclip', # 'ceclip', 'negclip', 'replace', 'order' or a list of generator names
                    seed:int=0, # random seed (with the caption text it seeds each generator)
@@ -665,7 +667,7 @@ def make_negatives(captions:Sequence[str], # N captions
                   ) -> Negatives:
     "K hard negatives per caption with `recipe`; `mask` is False (and the string '') where a negative is impossible."
     captions = check_captions(captions)
-    if backend not in _BACKENDS: raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend not in BACKENDS: raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     types, gens = resolve_recipe(recipe, backend, relation)
@@ -689,7 +691,6 @@ def make_negatives(captions:Sequence[str], # N captions
     return Negatives(types, [list(rows[j]) for j in inv], umask[inv] if inv else umask[:0])
 
 # %% ../nbs/01_negatives.ipynb #54d7f7ff
-_BACKENDS = ('lexicon', 'spacy', 'mlm')
 _LIST_GENS = frozenset((gen_replace_att, gen_replace_obj, gen_replace_rel, gen_replace_act, gen_swap_np))
 
 def check_captions(captions, # a list (or iterable) of caption strings
