@@ -37,7 +37,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['hnvl', 'hnvl.*']),
     include_package_data=True,
-    package_data={'hnvl': ['assets/*.json', 'assets/*.txt']},
+    package_data={'hnvl': ['assets/*.json', 'assets/*.txt', 'assets/pretrained/*.pt', 'assets/pretrained/*.json']},
     install_requires=requirements,
     extras_require=extras,
     python_requires='>=' + min_python,

@@ -2,8 +2,8 @@
 
 An early prototype of the demo saw `itc_hn` + CMR (no IMC) stay at ~50-69% relation swap in every run, with the
 adjective margin θ at its cap at once and the relation margin near 0. This script fine-tunes the demo's pretrained tiny CLIP
-(`hnvl_demo`'s default profile: 600 steps at batch 256, `relations` world, seed 0; pretraining cached under
-$HNVL_CACHE) under `itc_hn` and `itc_hn_cmr` and under variants that ask more of the relation margin:
+(600 steps at batch 256, the demo's default profile when these figures were made; `relations` world, seed 0; the
+shipped pretrained model) under `itc_hn` and `itc_hn_cmr` and under variants that ask more of the relation margin:
 - `cmr_cap10`: every type's θ fixed at the cap (10 logits), as if one θ were shared by all types;
 - `cmr_lambda1`: λ_cmr 1.0 instead of 0.2; `cmr_cap10_lambda1`: both;
 - `cmr_max`: the reference's `max` rule; `cmr_ema`: the mean rule as an EMA, not reset per epoch.
@@ -32,7 +32,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default='runs/cmr_variants'); ap.add_argument('--jobs', type=int, default=2)
     a = ap.parse_args()
-    dc = DemoConfig.make(out=a.out, configs=('itc_hn', 'itc_hn_cmr'), variants=VARIANTS, jobs=a.jobs, progress=False)
+    dc = DemoConfig.make(out=a.out, configs=('itc_hn', 'itc_hn_cmr'), variants=VARIANTS, jobs=a.jobs, progress=False,
+                         finetune_steps=600, finetune_batch_size=256)
     m = run_demo(dc, log=lambda s: None)['metrics']
     print(f"{'config':18s} {'rel swap':>8s} {'att swap':>8s} {'i2t R@1':>8s}  θ relation/adjective at steps")
     for c, r in m.items():

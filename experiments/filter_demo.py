@@ -8,6 +8,7 @@ over the seeds, the filtered − default difference and the seed noise it is jud
 Writes an ordinary `hnvl_demo` run folder (`--out`).
 
     python experiments/filter_demo.py --seeds 3 --out runs/filter_demo
+    python experiments/filter_demo.py --seeds 3 --steps 600   # the committed run (made at the earlier 600-step default)
 """
 import argparse, sys
 from pathlib import Path
@@ -21,10 +22,12 @@ def main():
     p.add_argument('--out', default='runs/filter_demo', help='the run folder')
     p.add_argument('--world', default='relations', help='a hnvl.demo.DEMO_WORLDS name')
     p.add_argument('--jobs', type=int, default=2, help='fine-tunes at once (processes sharing the threads)')
+    p.add_argument('--steps', type=int, default=None, help="fine-tuning steps (default: the demo's)")
     a = p.parse_args()
     from hnvl.demo import DemoConfig, run_demo, seed_delta
     from hnvl.train import LOSS_CONFIGS
     dc = DemoConfig.make(out=a.out, seeds=a.seeds, world=a.world, jobs=a.jobs, configs=('ce_clip',),
+                         **({} if a.steps is None else dict(finetune_steps=a.steps)),
                          variants={'ce_clip_filtered': dict(LOSS_CONFIGS['ce_clip'], neg_filter=True)})
     run_demo(dc)
     from hnvl.core import load_json

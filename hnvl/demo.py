@@ -17,10 +17,11 @@ from .data import COLORS, SHAPES, SIZES
 from .train import TrainConfig, LOSS_CONFIGS, fit
 
 # %% auto #0
-__all__ = ['DEMO_WORLDS', 'QUICK', 'INTERPOLATION_TASKS', 'DemoConfig', 'pretrain_config', 'config_hash', 'pretrain', 'evaluate',
-           'make_benchmarks', 'job_threads', 'finetune_config', 'run_demo', 'write_plots', 'separation_arrays',
-           'write_separation', 'read_separation', 'snapshot_run', 'interpolate_runs', 'interpolation_summary',
-           'write_interpolation_plot', 'seed_delta', 'report', 'theta_summary', 'hnvl_demo']
+__all__ = ['DEMO_WORLDS', 'QUICK', 'SHIPPED', 'INTERPOLATION_TASKS', 'DemoConfig', 'pretrain_config', 'config_hash',
+           'shipped_pretrained', 'pretrain', 'evaluate', 'make_benchmarks', 'job_threads', 'finetune_config',
+           'run_demo', 'write_plots', 'separation_arrays', 'write_separation', 'read_separation', 'snapshot_run',
+           'interpolate_runs', 'interpolation_summary', 'write_interpolation_plot', 'seed_delta', 'report',
+           'theta_summary', 'hnvl_demo']
 
 # %% ../nbs/09_demo.ipynb #dc739216
 DEMO_WORLDS = dict(
@@ -45,10 +46,14 @@ class DemoConfig:
     n_train: int = 10_000 # training scenes
     pretrain_steps: int = 2000 # plain-CLIP pretraining steps
     pretrain_lr: float = 1e-3 # pretraining peak learning rate
-    finetune_steps: int = 600 # steps per fine-tune (equal for every configuration)
+    # start from the tiny CLIP shipped with hnvl when this config's pretraining recipe made it
+    # (`shipped_pretrained`); False: pretrain here (cached)
+    shipped: bool = True
+    finetune_steps: int = 1500 # steps per fine-tune (equal for every configuration)
     finetune_lr: float = 1e-3 # fine-tuning peak learning rate
-    batch_size: int = 256 # batch (captions; each with K=4 negatives when hard negatives are on)
-    finetune_batch_size: int|None = None # fine-tuning batch (None: `batch_size`)
+    batch_size: int = 256 # pretraining batch (captions)
+    # fine-tuning batch (captions; each with K=4 negatives when hard negatives are on; None: `batch_size`)
+    finetune_batch_size: int|None = 64
     warmup: int = 50 # warmup steps (pretraining and fine-tuning)
     finetune: dict = field(default_factory=dict) # extra `TrainConfig` overrides for every fine-tune
     n_per_task: int = 500 # items per evaluation task
@@ -72,7 +77,7 @@ class DemoConfig:
     @classmethod
     def make(cls, quick:bool=False, # the quick profile (`QUICK`)
              **overrides) -> 'DemoConfig':
-        "The default (14–25 min on 2 cores) or quick (~5.5 min) profile, with `overrides`."
+        "The default (~10 min on 2 cores) or quick (~2.5 min) profile, with `overrides`."
         kw = dict(QUICK) if quick else {}
         kw.update(overrides)
         names = {f.name for f in dataclasses.fields(cls)}
@@ -81,10 +86,10 @@ class DemoConfig:
         return cls(**kw)
 
 # %% ../nbs/09_demo.ipynb #ff0fb279
-# The method alone, at the demo's two threads, past the steep part of its learning curve (1,000 steps stop
-# there: the verdict then moves with the CPU's rounding; see the Status section and
-# `experiments/quick_robustness.py`).
-QUICK = dict(configs=('ce_clip',), jobs=1, finetune_steps=1500, finetune_batch_size=64, n_per_task=500)
+# The method alone, in this process with the demo's two threads: the default's `ce_clip` fine-tune (1,500 steps at
+# batch 64, past the steep part of its learning curve: 1,000 steps stop there and the verdict then moves with the
+# CPU's rounding; see `12_results` and `experiments/quick_robustness.py`).
+QUICK = dict(configs=('ce_clip',), jobs=1, n_per_task=500)
 
 # %% ../nbs/09_demo.ipynb #4de6dd31
 def _demo_world(world):
@@ -119,20 +124,38 @@ def _default_of(name):
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 def config_hash(cfg:TrainConfig, # a training config
+                version:bool=True, # also hash the hnvl version (cache keys); False: the recipe alone
                ) -> str:
     "Short hash of everything in `cfg` that changes the trained weights (not the output folder or logging)."
     from hnvl import __version__
     skip = ('out', 'progress', 'log_every', 'ckpt_every', 'num_threads', 'resume', 'stop_after', 'device')
     # only the fields away from their defaults: a new option (whose default keeps the old behaviour) keeps the hash
     d = {k: v for k, v in asdict(cfg).items() if k not in skip and v != _default_of(k)}
-    return hashlib.sha1(json.dumps([d, __version__], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(json.dumps([d, __version__] if version else d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+# %% ../nbs/09_demo.ipynb #d8b1e8bd
+SHIPPED = 'pretrained/hnvl-tiny-relations.pt' # the shipped pretrained tiny CLIP, inside `hnvl/assets`
+
+def shipped_pretrained(cfg:TrainConfig, # a pretraining run (`pretrain_config`)
+                       path=None, # the shipped checkpoint (default: `SHIPPED` in `hnvl/assets`)
+                      ) -> Path|None:
+    "The shipped pretrained checkpoint if `cfg`'s recipe made it, else None."
+    import hnvl
+    p = Path(path) if path is not None else Path(hnvl.__file__).parent/'assets'/SHIPPED
+    rec = p.with_suffix('.json')   # its record: recipe hash, SHA-1, first losses
+    if not (p.exists() and rec.exists()): return None
+    return p if load_json(rec).get('recipe_hash') == config_hash(cfg, version=False) else None
 
 # %% ../nbs/09_demo.ipynb #5135483b
 def pretrain(dc:DemoConfig, # the demo's config
              log=print, # progress messages
             ) -> Path:
-    "Path of the pretrained tiny CLIP for `dc`, training it (plain CLIP loss) unless it is cached."
+    "Path of the pretrained tiny CLIP for `dc`: the shipped one, else the cached one, else trained (plain CLIP loss)."
     cfg = pretrain_config(dc)
+    shipped = shipped_pretrained(cfg) if dc.shipped else None
+    if shipped is not None:
+        log(f"pretrained CLIP: shipped with hnvl ({shipped.name}; --no_shipped pretrains it here)")
+        return shipped
     folder = cache_dir('pretrained', config_hash(cfg))
     path = folder/'model.pt'
     if path.exists():
@@ -476,8 +499,9 @@ def snapshot_run(src, # demo output folder
         (dest/name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src/name, dest/name)
         copied.append(dest/name)
-    runs = load_json(dest/'runs.json')   # the cache path of the pretrained model means nothing elsewhere
-    runs['pretrained'] = Path(runs['pretrained']).parent.name
+    runs = load_json(dest/'runs.json')   # its path means nothing elsewhere: the cache key or the shipped file's name
+    p = Path(runs['pretrained'])
+    runs['pretrained'] = p.parent.name if p.name == 'model.pt' else p.name
     save_json(runs, dest/'runs.json')
     return copied
 
@@ -501,24 +525,28 @@ def interpolate_runs(out, # demo output folder (`out/runs/<config>/seed0/model.p
         curves[c] = interpolation_curve(ckpt, p, functools.partial(evaluate, benches=sub), ALPHAS,
                                         progress=dc.progress)
         s = interpolation_summary(curves[c])
-        log(f"{c}: alpha* = {s['alpha']:g} keeps {s['kept']:.0%} of the relation-swap gain")
+        log(f"{c}: no relation-swap gain to keep" if s['kept'] is None
+            else f"{c}: alpha* = {s['alpha']:g} keeps {s['kept']:.0%} of the relation-swap gain")
     return curves
 
 # %% ../nbs/09_demo.ipynb #6753d9d7
 def interpolation_summary(curve:dict, # {α: {task: value}} with α = 0 and α = 1
                           task:str='relation_swap', # the task whose gain α* keeps
                           keep:float=0.9, # the share of that gain to keep
+                          min_loss:float=1.0, # a smaller loss (points) is within the evaluation's resolution
                          ) -> dict:
     "α*, the share of `task`'s gain it keeps, and per other task the values at 0, 1 and α* and the loss won back."
     from hnvl.interpolate import best_alpha
     a = best_alpha(curve, task, keep)
     v = lambda t: (curve[0][t], curve[1][t], curve[a][t])
     g0, g1, ga = v(task)
-    res = dict(alpha=a, task=task, keep=keep, kept=(ga - g0) / (g1 - g0) if g1 != g0 else 1.0, tasks={})
+    # kept: None when fine-tuning gained nothing on `task` (then α* = 0 and there is nothing to keep)
+    res = dict(alpha=a, task=task, keep=keep, kept=(ga - g0) / (g1 - g0) if g1 > g0 else None, tasks={})
     for t in curve[0]:
         v0, v1, va = v(t)
-        res['tasks'][t] = dict(pretrained=v0, finetuned=v1, at_alpha=va,
-                               won_back=(va - v1) / (v0 - v1) if v1 < v0 else None)  # None: nothing was lost
+        res['tasks'][t] = dict(pretrained=v0, finetuned=v1, at_alpha=va, lost=v0 - v1,
+                               # None: nothing (or less than `min_loss`) was lost
+                               won_back=(va - v1) / (v0 - v1) if v0 - v1 >= min_loss else None)
     return res
 
 # %% ../nbs/09_demo.ipynb #dec2eb52
@@ -543,11 +571,13 @@ def _report_interpolation(curves):
          "pretrained → fine-tuned → α*, and the share of the fine-tune's loss that α* wins back.", ""]
     for c, cv in curves.items():
         s = interpolation_summary(cv)
-        L.append(f"- {c}: α* = {s['alpha']:g}, keeping {s['kept']:.0%} of the relation-swap gain")
+        if s['kept'] is None:
+            L.append(f"- {c}: no relation-swap gain to keep (α* = {s['alpha']:g})")
+        else: L.append(f"- {c}: α* = {s['alpha']:g}, keeping {s['kept']:.0%} of the relation-swap gain")
         for t, d in s['tasks'].items():
             if t == s['task']: continue
             back = (f"wins back {d['won_back']:.0%}" if d['won_back'] is not None
-                    else "fine-tuning cost nothing")
+                    else "fine-tuning cost nothing" if d['lost'] <= 0 else f"fine-tuning cost only {d['lost']:.1f}")
             L.append(f"  - {t}: {d['pretrained']:.1f} → {d['finetuned']:.1f} → {d['at_alpha']:.1f} ({back})")
     return L + [""]
 
@@ -679,8 +709,8 @@ def theta_summary(out:Path, # demo output folder
 # %% ../nbs/09_demo.ipynb #0f9467d2
 @call_parse
 def hnvl_demo(out:str='runs/demo', # output folder
-              # the quick profile (`QUICK`: the default pretraining, then ce_clip, 1,500 steps at batch 64;
-              # ~5.5 min on 2 cores)
+              # the quick profile (`QUICK`: the default's ce_clip fine-tune alone; ~2.5 min on 2 cores, the
+              # default ~10)
               quick:bool=False,
               world:str='relations', # a `DEMO_WORLDS` name: 'relations' (default), 'binding' or 'crowded'
               seeds:int=1, # fine-tuning seeds (mean ± std in the report)
@@ -693,10 +723,11 @@ def hnvl_demo(out:str='runs/demo', # output folder
               no_progress:bool=False, # hide the progress bars
               # also score θ(α) = (1 − α)·θ_pretrained + α·θ_finetuned, α = 0, 0.1, ..., 1, per configuration
               interpolate:bool=False,
+              no_shipped:bool=False, # pretrain here (~4 min, cached) instead of starting from the shipped tiny CLIP
              ):
     "Run the shapes-world ablation: pretrain (cached), fine-tune, evaluate, write metrics.json, report.md and plots."
     kw = dict(out=out, world=world, seeds=seeds, num_threads=threads, progress=not no_progress, device=device,
-              interpolate=interpolate)
+              interpolate=interpolate, shipped=not no_shipped)
     if jobs is not None: kw['jobs'] = jobs
     if configs: kw['configs'] = tuple(c.strip() for c in configs.split(','))
     return run_demo(DemoConfig.make(quick=quick, **kw))

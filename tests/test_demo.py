@@ -1,14 +1,14 @@
 """hnvl.demo: `hnvl_demo --quick` completes and writes well-formed metrics, report and plots; the default profile shows the relation-swap gain.
 
-This runs the real quick profile (pretraining included, in a fresh HNVL_CACHE; 5.6 min on 2 cores) and the default profile
-with `clip_ft` and `ce_clip` only, reusing the quick profile's pretraining (4.2 min).
+This runs the real quick profile (from the shipped pretrained tiny CLIP, in a fresh HNVL_CACHE) and the default profile
+with `clip_ft` and `ce_clip` only, and replays the first steps of the pretraining recipe that made the shipped weights.
 """
 import json, math, os, subprocess, sys
 from pathlib import Path
 
 import pytest
 
-from hnvl.demo import DemoConfig, QUICK, report
+from hnvl.demo import DemoConfig, QUICK, report, pretrain, pretrain_config, config_hash, shipped_pretrained
 
 # The quick profile's verdict. `experiments/quick_robustness.py` perturbs the run as another machine's rounding would
 # (3 pretrainings x {2 fine-tuning seeds, 1 thread instead of 2, weights nudged by one ulp}): ce_clip - clip on
@@ -31,6 +31,7 @@ def quick_run(tmp_path_factory):
     d = tmp_path_factory.mktemp('demo')
     p = _cli(d, '--out', str(d/'out'), '--quick', '--no_progress', '--device', 'cpu', cache=d/'cache')
     assert p.returncode == 0, p.stderr[-3000:]
+    assert 'pretrained CLIP: shipped with hnvl' in p.stdout, p.stdout[-2000:]
     return d/'out', p
 
 def test_quick_metrics_well_formed(quick_run):
@@ -57,29 +58,32 @@ def test_quick_report_and_plots(quick_run):
     assert runs['timings']['total_s'] > 0
     for c in QUICK['configs']:
         rows = [json.loads(l) for l in open(out/'runs'/c/'seed0'/'metrics.jsonl')]
-        assert rows[-1]['step'] == QUICK['finetune_steps']
+        assert rows[-1]['step'] == DemoConfig.make(quick=True).finetune_steps
 
-def test_second_run_uses_cached_pretraining(quick_run, tmp_path):
+def test_second_run_gives_the_same_numbers(quick_run, tmp_path):
     out, _ = quick_run
     p = _cli(tmp_path, '--out', str(tmp_path/'o2'), '--quick', '--no_progress', '--device', 'cpu', '--configs', 'ce_clip',
              cache=Path(out).parent/'cache')
     assert p.returncode == 0, p.stderr[-3000:]
-    assert 'pretrained CLIP: cached' in p.stdout
+    assert 'pretrained CLIP: shipped with hnvl' in p.stdout
     m1, m2 = json.load(open(out/'metrics.json')), json.load(open(tmp_path/'o2'/'metrics.json'))
     assert m1['clip'] == m2['clip']  # same pretrained weights, same tasks
     assert m1['ce_clip'] == m2['ce_clip']  # fine-tuning is deterministic on the CPU
 
-# The default profile (2,000 pretraining steps, 600 fine-tuning steps at batch 256) with the method and its control only.
-MIN_DEFAULT_GAIN = 25.0      # ce_clip - clip (measured +29.5, 3 seeds; +29.1 on another 2-core machine)
-MIN_OVER_CONTROL = 8.0       # ce_clip - clip_ft: the gain must come from the hard negatives, not from more training
+# The default profile (the shipped pretrained model, then 1,500 fine-tuning steps at batch 64) with the method and its
+# control only. The test runs seed 0, whose ce_clip fine-tune is the quick profile's: +28.0 over clip here, and the
+# perturbation study above applies to it. Over the 3 committed seeds ce_clip - clip was +25.4 to +31.2 and clip_ft
+# stayed at chance (51.4 to 52.0), so ce_clip - clip_ft was +27.0 to +32.8 (2 CPU cores, 2026-12-02).
+MIN_DEFAULT_GAIN = 20.0      # ce_clip - clip, as for the quick profile
+MIN_OVER_CONTROL = 15.0      # ce_clip - clip_ft: the gain must come from the hard negatives, not from more training
 
 @pytest.fixture(scope='module')
 def default_run(tmp_path_factory, quick_run):
-    "The default profile's method and control; the quick profile pretrains exactly as the default does, so its cache is reused."
+    "The default profile's method and control, from the shipped pretrained model as the quick profile is."
     d = tmp_path_factory.mktemp('demo_default')
     p = _cli(d, '--out', str(d/'out'), '--configs', 'clip_ft,ce_clip', '--no_progress', '--device', 'cpu', cache=Path(quick_run[0]).parent/'cache')
     assert p.returncode == 0, p.stderr[-3000:]
-    assert 'pretrained CLIP: cached' in p.stdout
+    assert 'pretrained CLIP: shipped with hnvl' in p.stdout
     return json.load(open(d/'out'/'metrics.json'))
 
 def test_default_relation_swap_gain(default_run):
@@ -87,6 +91,45 @@ def test_default_relation_swap_gain(default_run):
     assert m['clip'] < 60, f"the pretrained CLIP should be near chance on relation swap, got {m['clip']:.1f}"
     assert m['ce_clip'] - m['clip'] >= MIN_DEFAULT_GAIN, f"ce_clip - clip on relation_swap = {m['ce_clip'] - m['clip']:.1f} points ({m})"
     assert m['ce_clip'] - m['clip_ft'] >= MIN_OVER_CONTROL, f"ce_clip - clip_ft on relation_swap = {m['ce_clip'] - m['clip_ft']:.1f} points ({m})"
+
+def test_shipped_pretrained_replays_its_recipe(tmp_path, monkeypatch):
+    """The shipped tiny CLIP is what today's default pretraining makes: its record names the default recipe, the file is
+    intact, and the recipe's first 100 steps, replayed here, log the losses the record kept (a change to the data, the
+    model, the loss or the optimiser moves them; then rerun `tools/ship_pretrained.py`)."""
+    import hashlib
+    from hnvl.train import fit
+    monkeypatch.setenv('HNVL_CACHE', str(tmp_path/'cache'))
+    cfg = pretrain_config(DemoConfig(progress=False))
+    path = shipped_pretrained(cfg)
+    assert path is not None, "no shipped pretrained model for the default recipe: run tools/ship_pretrained.py"
+    rec = json.load(open(path.with_suffix('.json')))
+    assert rec['recipe_hash'] == config_hash(cfg, version=False)
+    assert hashlib.sha1(path.read_bytes()).hexdigest() == rec['sha1'], f"{path} does not match its record"
+    fit(cfg.replace(out=str(tmp_path/'replay'), stop_after=max(r['step'] for r in rec['log'])))
+    got = {r['step']: r['loss'] for r in map(json.loads, open(tmp_path/'replay'/'metrics.jsonl'))}
+    assert {r['step'] for r in rec['log']} <= set(got), (sorted(got), rec['log'])
+    for r in rec['log']:   # float rounding of another CPU moves these by ~1e-6; a changed recipe by far more
+        assert math.isclose(got[r['step']], r['loss'], rel_tol=1e-3), (r['step'], got[r['step']], r['loss'])
+
+def test_other_recipes_and_no_shipped_pretrain_here(tmp_path, monkeypatch):
+    "`shipped=False` (`--no_shipped`) and any other recipe use the cache, training when it is empty."
+    monkeypatch.setenv('HNVL_CACHE', str(tmp_path/'cache'))
+    from hnvl.core import cache_dir
+    import hnvl.demo as D
+    fake = cache_dir('pretrained', config_hash(pretrain_config(DemoConfig())))/'model.pt'
+    fake.write_bytes(b'stand-in')
+    logs = []
+    test = lambda **kw: pretrain(DemoConfig(progress=False, **kw), log=logs.append)
+    assert test() == shipped_pretrained(pretrain_config(DemoConfig())) and 'shipped with hnvl' in logs[-1]
+    assert test(shipped=False) == fake and 'cached' in logs[-1]
+    tiny = dict(n_train=64, batch_size=16, warmup=1, pretrain_steps=2)
+    p = test(**tiny)
+    assert p.exists() and p != fake and 'pretraining tiny CLIP (2 steps' in logs[-1]
+    assert test(**tiny) == p and 'cached' in logs[-1]
+    seen = {}
+    monkeypatch.setattr(D, 'run_demo', lambda dc: seen.setdefault('dc', dc))
+    D.hnvl_demo(out=str(tmp_path/'o'), no_shipped=True)
+    assert seen['dc'].shipped is False
 
 def test_report_verdicts_from_numbers():
     m = dict(clip=dict(relation_swap=50.), itc_hn=dict(relation_swap=80.), itc_hn_imc=dict(relation_swap=81.),

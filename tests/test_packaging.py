@@ -146,6 +146,8 @@ def test_wheel_ships_modules_and_package_data(installed):
     whl = installed[0]
     names = set(zipfile.ZipFile(whl).namelist())
     assert "hnvl/assets/hnvl-tiny.json" in names
+    for f in ("hnvl-tiny-relations.pt", "hnvl-tiny-relations.json"):   # the demo's shipped pretrained tiny CLIP
+        assert f"hnvl/assets/pretrained/{f}" in names, f"{f} missing from the wheel"
     for f in list((REPO / "hnvl").glob("*.py")) + list((REPO / "hnvl" / "assets").glob("*.json")) + list((REPO / "hnvl" / "assets").glob("*.txt")):
         assert f"hnvl/{f.relative_to(REPO / 'hnvl').as_posix()}" in names, f"{f.name} missing from the wheel"
     version = configparser.ConfigParser(); version.read(REPO / "settings.ini")
@@ -163,6 +165,16 @@ def test_installed_wheel_builds_tiny_model_outside_repo(installed):
     where = Path(out.split(MARK, 1)[1].strip()).resolve()
     assert where.is_relative_to(py.parent.parent.resolve()), f"hnvl imported from {where}, not from the venv"
     assert not where.is_relative_to(REPO)
+
+
+def test_installed_wheel_finds_shipped_pretrained(installed):
+    "The demo starts from the shipped tiny CLIP in an installed wheel too (no pretraining, no checkout)."
+    _, py, run, _ = installed
+    code = ("from hnvl.demo import DemoConfig, pretrain_config, shipped_pretrained\n"
+            "print(shipped_pretrained(pretrain_config(DemoConfig())))\n")
+    where = _run([py, "-c", code], cwd=run).stdout.strip().splitlines()[-1]
+    assert where.endswith("hnvl-tiny-relations.pt"), where
+    assert Path(where).resolve().is_relative_to(py.parent.parent.resolve()) and not Path(where).resolve().is_relative_to(REPO)
 
 
 def test_readme_library_example_runs_from_installed_wheel(installed):

@@ -1,6 +1,7 @@
 """The prepared GPU check (`tools/gpu_check.py`): its CPU `--dry` run goes through every section and records each one
 (numbers, or why it was skipped), `--skip` and `--budget` leave sections out with a reason, a bad option is one line,
-and its closing lines judge the 3,000 samples/s target from the record without claiming a figure it does not have."""
+and its closing lines judge the 3,000 samples/s target from the record without claiming a figure it does not have.
+`tools/ship_pretrained.py` writes shipped weights and a record that `hnvl.demo.shipped_pretrained` accepts."""
 import importlib.util, json, os, subprocess, sys
 from pathlib import Path
 
@@ -163,3 +164,25 @@ def test_subprocess_timeout_kills_its_workers(gc, tmp_path):
     assert not stat.exists() or stat.read_text().split(') ')[1].startswith('Z')  # gone (or a zombie being reaped)
     ok = gc._subprocess([sys.executable, '-c', 'import sys; print("x"); sys.exit(3)'], dict(os.environ), timeout=30)
     assert ok['rc'] == 3 and ok['stdout_tail'] == 'x\n'
+
+
+def test_ship_pretrained_writes_weights_and_record(tmp_path):
+    "`tools/ship_pretrained.py` on a tiny recipe: the weights load, the record's hash and SHA-1 match, `shipped_pretrained` finds them."
+    import hashlib
+    from hnvl.demo import DemoConfig, config_hash, pretrain_config, shipped_pretrained
+    from hnvl.model import create_model
+    dest, tiny = tmp_path/'assets'/'tiny.pt', dict(pretrain_steps=4, n_train=256, batch_size=32)
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'HNVL_CACHE': str(tmp_path/'cache')}
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'ship_pretrained.py'), '--dest', str(dest),
+                        *[f'--{k}={v}' for k, v in tiny.items()]], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads(dest.with_suffix('.json').read_text())
+    cfg = pretrain_config(DemoConfig(**tiny))
+    assert rec['recipe_hash'] == config_hash(cfg, version=False) and rec['recipe']['steps'] == 4
+    assert rec['sha1'] == hashlib.sha1(dest.read_bytes()).hexdigest()
+    assert [row['step'] for row in rec['log']] and rec['final']['step'] == 4
+    assert shipped_pretrained(cfg, path=dest) == dest
+    assert shipped_pretrained(pretrain_config(DemoConfig()), path=dest) is None   # another recipe's weights
+    import torch
+    assert torch.load(dest, weights_only=False)['meta']['config']['out'] is None   # no cache path shipped
+    assert create_model('hnvl-tiny', checkpoint=dest).n_params > 0
