@@ -2,8 +2,9 @@
 Backends: lexicon (target >= 20,000 captions/s; also reported on the distinct captions, since make_negatives analyses a
 repeated caption once and SugarCrepe repeats many), spacy (nlp.pipe, parser/NER disabled), mlm with a trivial injected
 fill-mask callable (measures the pipeline around the model, not a model). Beside today's path, the hnvl.filter path:
-context-fit replacements alone (make_negatives(fill=ContextFiller)) and the full filter_negatives (counts built on the
-captions, 4 candidates per type, 2 filtering rounds fitted on the captions themselves). Rates per CPU second are printed
+context-fit replacements alone (make_negatives(fill=ContextFiller)) and the full filter_negatives at its defaults
+(counts built on the captions, 4 candidates per type, word orders losing over 5 nats left out, 2 filtering rounds
+fitted on the captions themselves). Rates per CPU second are printed
 too: on a shared machine they move less than wall-clock rates.
 --scale N also times both paths on N synthetic captions (the Karpathy test, SugarCrepe and VALSE captions repeated with
 small seeded edits: an article, a colour, case, the final period; COCO train's 414k captions are not here) against the

@@ -3,10 +3,15 @@ exact-edit rate, blind detectability (cross-validated word+char n-gram logistic 
 negatives; 0.5 = no text-only shortcut) and 30 random examples; SugarCrepe's human-checked negatives as reference.
 
 --filter adds hnvl.filter: the word lists' negatives (before) beside context-fit replacements (ContextFiller,
-candidate 0) and adversarially filtered ones (after), on the SugarCrepe captions and on the held-out half of the
-Karpathy test split.
+candidate 0) and adversarially filtered ones (after; word-order candidates that lose more than --max_loss nats of
+bigram log-likelihood left out), on the SugarCrepe captions and on the held-out half of the Karpathy test split.
 The counts and the filter's detectors are fitted on the lexicon's build split (VALSE captions + the first 2,500 Karpathy
 test images), which neither evaluation split is part of; nothing is tuned on the evaluation captions.
+SugarCrepe lists 4,345 distinct COCO captions 7,511 times across its sets: each distinct caption is audited once
+(a repeat with the same negative in another fold would be recognised, not detected).
+A detector's cross-validated accuracy grows with the pairs it is trained on, and SugarCrepe's reference sets are
+small (244 swap_obj pairs); the "matched" column is the mean over 5 seeded samples of as many pairs as the
+reference set of that kind has, the like-for-like comparison.
 Needs scikit-learn (dev extra); spaCy rows need spaCy + an English model. Prints markdown tables (last lines)."""
 import argparse, glob, json, random, sys, time
 from pathlib import Path
@@ -29,15 +34,17 @@ p.add_argument('--candidates', type=int, default=4, help='--filter: candidates p
 p.add_argument('--rounds', type=int, default=2, help='--filter: filtering rounds')
 p.add_argument('--choose', default='auto', help="--filter: 'auto', 'sample' or 'min' (see FilterConfig)")
 p.add_argument('--drop', default='0', help='--filter: comma-separated drop fractions, one "filtered" row each')
+p.add_argument('--max_loss', type=float, default=5.0, help='--filter: word-order candidates losing more log-likelihood '
+               '(nats) are left out; inf keeps all')
 args = p.parse_args()
 root = Path(args.root) if args.root else benchmarks_root()
 sc_items = {Path(f).stem: list(json.load(open(f)).values()) for f in sorted(glob.glob(str(root / 'sugarcrepe' / '*.json')))}
-sc = [v['caption'] for items in sc_items.values() for v in items]
+sc = list(dict.fromkeys(v['caption'] for items in sc_items.values() for v in items))  # 4,345 of 7,511 are distinct
 va = list(dict.fromkeys(v['caption'] for f in sorted(glob.glob(str(root / 'valse' / '*.json'))) for v in json.load(open(f)).values()
                         if isinstance(v.get('caption'), str)))
 karpathy = json.load(open(root / 'coco' / 'coco_karpathy_test.json'))
 kt = [c for d in karpathy[2500:] for c in d['caption']]
-print(f"captions: SugarCrepe {len(sc)}, VALSE {len(va)} (unique), Karpathy-test held-out half {len(kt)}")
+print(f"captions: SugarCrepe {len(sc)} distinct, VALSE {len(va)} (unique), Karpathy-test held-out half {len(kt)}")
 for name, caps in [('SugarCrepe', sc), ('Karpathy test (held-out half)', kt), ('VALSE (partly the build split)', va)]:
     c = lexicon_coverage(caps, top=10)
     print(f"lexicon coverage on {name}: tokens {c['token_coverage']:.3f}, captions fully known {c['caption_coverage']:.3f}; "
@@ -51,6 +58,19 @@ def audit_pairs(kind, pairs, seed):
     sub = random.Random(seed).sample(pairs, min(len(pairs), args.max_pairs))
     det = detectability([c for c, _ in sub], [n for _, n in sub]) if len(sub) >= 100 else float('nan')
     return exact, det
+
+
+REF = dict(relation='swap_obj', swap_np='swap_obj', swap_vp='swap_obj', swap_adj='swap_att', adjective='replace_att',
+           replace_att='replace_att', noun='replace_obj', replace_obj='replace_obj', verb='replace_rel',
+           replace_rel='replace_rel', replace_act='replace_rel')  # SugarCrepe's set of the same kind
+
+
+def matched(kind, pairs, seed, repeats=5):
+    "Mean detectability over `repeats` seeded samples of as many pairs as SugarCrepe's reference set of the kind."
+    m = min(len(sc_items[REF[kind]]), args.max_pairs)
+    if len(pairs) < 100: return float('nan')
+    subs = [random.Random(seed * 1000 + r).sample(pairs, min(m, len(pairs))) for r in range(repeats)]
+    return float(np.mean([detectability([c for c, _ in s], [n for _, n in s]) for s in subs]))
 
 
 gens = [g for r in ('ceclip', 'negclip', 'replace', 'order') for g in RECIPES[r]] + ['relation_ref']
@@ -92,18 +112,18 @@ if args.filter:
           f"counts {cm} in {tc:.1f}s")
     t = time.time()
     af = AdversarialFilter(FilterConfig(rounds=args.rounds, choose=args.choose))
-    af.fit(candidate_negatives(fit, recipe=fgens, n=args.candidates, fill=fill, features=af.features))
+    ml = None if args.max_loss == float('inf') else args.max_loss
+    af.fit(candidate_negatives(fit, recipe=fgens, n=args.candidates, fill=fill, features=af.features, max_loss=ml))
     print(f"filter: candidates + {args.rounds} rounds fitted in {time.time() - t:.1f}s")
 
     def variants(caps):
         "{name: per-caption rows of negatives} for the captions `caps` (in order)."
-        plain = make_negatives(caps, recipe=fgens)
+        plain, fitted = make_negatives(caps, recipe=fgens), make_negatives(caps, recipe=fgens, fill=fill)
         t = time.time()
-        cands = candidate_negatives(caps, recipe=fgens, n=args.candidates, fill=fill, features=af.features)
-        first = np.array([[0 if xs else -1 for xs in row] for row in cands.texts])
+        cands = candidate_negatives(caps, recipe=fgens, n=args.candidates, fill=fill, features=af.features, max_loss=ml)
         at = {c: j for j, c in enumerate(cands.captions)}
         back = lambda n: [n.negatives[at[c]] for c in caps]
-        out = {'word lists (before)': plain.negatives, 'context-fit': back(selected(cands, first))}
+        out = {'word lists (before)': plain.negatives, 'context-fit': fitted.negatives}
         for d in drops:
             af.config.drop = d
             out['filtered (after)' + (f', drop {d:g}' if d else '')] = back(selected(cands, af.select(cands)))
@@ -116,7 +136,7 @@ if args.filter:
             for name, negs in out.items():
                 pairs = [(c, r[k]) for c, r in zip(caps, negs) if r[k]]
                 exact, det = audit_pairs(g, pairs, k)
-                frows.append((split, g, name, len(pairs) / len(caps), exact, det))
+                frows.append((split, g, name, len(pairs) / len(caps), exact, det, matched(g, pairs, k)))
             if split == 'SugarCrepe':
                 after = out[next(v for v in out if v.startswith('filtered'))]
                 both = [(c, a[k], b[k]) for c, a, b in zip(caps, out['word lists (before)'], after) if a[k] and b[k]]
@@ -142,10 +162,11 @@ if rows:
     for b, g, c1, c2, ex, det, n in rows:
         print(f'| {b} | {g} | {fmt(c1)} | {fmt(c2)} | {fmt(ex)} | {fmt(det)} | {n} |')
 if frows:
-    print('\n| split | generator | negatives | coverage | exact edit | detectability |')
-    print('|---|---|---|---|---|---|')
-    for split, g, name, cov, ex, det in frows:
-        print(f'| {split} | {g} | {name} | {fmt(cov)} | {fmt(ex)} | {fmt(det)} |')
+    print('\n| split | generator | negatives | coverage | exact edit | detectability | matched (SugarCrepe set, n) |')
+    print('|---|---|---|---|---|---|---|')
+    for split, g, name, cov, ex, det, dm in frows:
+        n = min(len(sc_items[REF[g]]), args.max_pairs)
+        print(f'| {split} | {g} | {name} | {fmt(cov)} | {fmt(ex)} | {fmt(det)} | {fmt(dm)} ({REF[g]}, {n}) |')
     print('\n| captions | adjective coverage before → after | verb coverage before → after |')
     print('|---|---|---|')
     for name, b, a in cov_rows:

@@ -7,8 +7,7 @@ once on the word lists' negatives (`make_negatives`, the default) and once on th
 over the seeds, the filtered − default difference and the seed noise it is judged against (`hnvl.demo.seed_delta`).
 Writes an ordinary `hnvl_demo` run folder (`--out`).
 
-    python experiments/filter_demo.py --seeds 3 --out runs/filter_demo
-    python experiments/filter_demo.py --seeds 3 --steps 600   # the committed run (made at the earlier 600-step default)
+    python experiments/filter_demo.py --seeds 3 --out runs/filter_demo   # the committed run (experiments/runs/demo_filter)
 """
 import argparse, sys
 from pathlib import Path

@@ -5,6 +5,8 @@
 # %% ../nbs/01b_audit.ipynb #f80ad58e
 from __future__ import annotations
 import re
+
+from .negatives import normalize_caption
 from typing import Sequence
 
 # %% auto #0
@@ -32,7 +34,7 @@ def edit_ok(kind:str, # generator name
 # %% ../nbs/01b_audit.ipynb #561396f1
 def detectability(captions:Sequence[str], # true captions
                   negatives:Sequence[str], # one negative per caption (same order)
-                  folds:int=5, # cross-validation folds (grouped by caption)
+                  folds:int=5, # cross-validation folds (a caption's repeats and their negatives in one fold)
                   seed:int=0, # fold shuffling seed
                  ) -> float:
     "Cross-validated accuracy of an n-gram logistic regression telling captions from negatives (needs scikit-learn)."
@@ -43,7 +45,7 @@ def detectability(captions:Sequence[str], # true captions
     if len(captions) != len(negatives):
         raise ValueError(f"captions ({len(captions)}) and negatives ({len(negatives)}) differ in length")
     X, y = list(captions) + list(negatives), [1] * len(captions) + [0] * len(negatives)
-    g = list(range(len(captions))) * 2
+    g = [normalize_caption(c) for c in captions] * 2  # a repeated caption's pairs would otherwise leak
     feats = make_union(TfidfVectorizer(ngram_range=(1, 2), min_df=2, lowercase=True),
                        TfidfVectorizer(analyzer='char_wb', ngram_range=(2, 4), min_df=2, lowercase=False))
     clf = make_pipeline(feats, LogisticRegression(C=4.0, max_iter=300))

@@ -16,8 +16,9 @@ from fastcore.script import call_parse, store_true
 
 from .core import atomic_write, progress_bar
 from .negatives import (Analysis, Lexicon, ListFiller, Negatives, SplitMixRandom, analyze, caption_units,
-                             check_captions, default_lexicon, gen_relation, gen_replace_rel, normalize_caption,
-                             replace_word, resolve_recipe, stream_seed, swap_spans)
+                             check_captions, default_lexicon, gen_relation, gen_replace_rel, gen_swap_adj, gen_swap_np,
+                             gen_swap_vp, normalize_caption, replace_word, resolve_recipe, stream_seed, swap_spans,
+                             _adjective_pairs, _noun_pairs, _span_order, _swap_nouns, _swap_words, _vp_pairs)
 
 # %% auto #0
 __all__ = ['EXTRA_ATTRIBUTES', 'LIGHT_VERBS', 'SYNONYM_VERBS', 'SYNONYM_ADJECTIVES', 'RELATION_GROUPS', 'ContextModel',
@@ -89,24 +90,26 @@ def left(self:ContextModel, prev:int, # id of the word before the slot (-1: unse
          ids:np.ndarray, # ids of the candidate words (-1: unseen)
         ) -> np.ndarray:
     "log P(w | prev) for each candidate w."
-    seen = ids >= 0
-    pc = np.where(seen, self.cont[np.maximum(ids, 0)], self.unseen)
-    if prev < 0 or self.total[prev] == 0: return np.log(pc)
-    D, h = self.discount, self.total[prev]
-    c = np.where(seen, self._bigram(prev * len(self.vocab) + np.maximum(ids, 0)), 0)
-    return np.log(np.maximum(c - D, 0) / h + D * self.follow[prev] / h * pc)
+    return self._logp(np.full(len(ids), prev), ids)
 
 @patch
 def right(self:ContextModel, ids:np.ndarray, # ids of the candidate words (-1: unseen)
           nxt:int, # id of the word after the slot (-1: unseen)
          ) -> np.ndarray:
     "log P(nxt | w) for each candidate w."
-    w, D = np.maximum(ids, 0), self.discount
-    pc = self.cont[nxt] if nxt >= 0 else self.unseen
-    h = np.where(ids >= 0, self.total[w], 0)
-    c = np.where(ids >= 0, self._bigram(w * len(self.vocab) + nxt), 0) if nxt >= 0 else 0
+    return self._logp(ids, np.full(len(ids), nxt))
+
+@patch
+def _logp(self:ContextModel, prev:np.ndarray, # ids of the first words (-1: unseen)
+          ids:np.ndarray, # ids of the words after them (-1: unseen)
+         ) -> np.ndarray:
+    "log P(ids[k] | prev[k]) for each pair (interpolated Kneser–Ney; continuation probability after an unseen word)."
+    seen, p, D = ids >= 0, np.maximum(prev, 0), self.discount
+    pc = np.where(seen, self.cont[np.maximum(ids, 0)], self.unseen)
+    h = np.where(prev >= 0, self.total[p], 0)
     hs = np.maximum(h, 1)
-    return np.log(np.where(h > 0, np.maximum(c - D, 0) / hs + D * self.follow[w] / hs * pc, pc))
+    c = np.where(seen & (h > 0), self._bigram(p * len(self.vocab) + np.maximum(ids, 0)), 0)
+    return np.log(np.where(h > 0, np.maximum(c - D, 0) / hs + D * self.follow[p] / hs * pc, pc))
 
 @patch
 def fit(self:ContextModel, words:Sequence[str], # candidate word units (lower case)
@@ -117,6 +120,30 @@ def fit(self:ContextModel, words:Sequence[str], # candidate word units (lower ca
     ids = self.ids(words)
     l, r = self.index.get('a' if left == 'an' else left, -1), self.index.get(right, -1)
     return self.left(l, ids) + self.right(ids, r)
+
+# %% ../nbs/01c_filter.ipynb #73e79de7
+@patch
+def loglik(self:ContextModel, texts:Sequence[str], # texts to score
+           lex:Lexicon|None=None, # word lists splitting them into units as `build_context` did (default: the shipped)
+          ) -> np.ndarray:
+    "Log-likelihood of each text under the counts: the sum of log P(unit | the unit before), <s> and </s> included."
+    lex = lex or default_lexicon()
+    return self._loglik([self._unit_ids(caption_units(t, lex)) for t in texts])
+
+@patch
+def _unit_ids(self:ContextModel, units:Sequence[str]) -> list:
+    "Ids of lower-case word units ('an' counted as 'a'; -1 for a unit the counts never saw)."
+    idx = self.index
+    return [idx.get('a' if w == 'an' else w, -1) for w in units]
+
+@patch
+def _loglik(self:ContextModel, seqs:Sequence[list]) -> np.ndarray:
+    "`loglik` of texts given as lists of unit ids (without the boundaries)."
+    prev, nxt, lens = array('q'), array('q'), []
+    for s in seqs:
+        prev.append(0); prev.extend(s); nxt.extend(s); nxt.append(1); lens.append(len(s) + 1)
+    lp = self._logp(np.array(prev, np.int64), np.array(nxt, np.int64))
+    return np.bincount(np.repeat(np.arange(len(lens)), lens), lp, len(lens))
 
 # %% ../nbs/01c_filter.ipynb #43674f46
 _CTX_FORMAT = 'hnvl-context'
@@ -397,6 +424,7 @@ def candidate_negatives(captions:Sequence[str], # captions (a repeated one is do
                         lexicon:Lexicon|None=None, # word lists for tagging (default: the shipped ones)
                         workers:int=1, # processes (the result does not depend on it)
                         features=None, # a `TextFeatures` table: also encode the candidates (in the workers)
+                        max_loss:float|None=None, # word-order types: drop candidates losing more log-likelihood (nats)
                         progress:bool=False, # show a progress bar
                        ) -> Candidates:
     "Up to `n` distinct candidate negatives per distinct caption and negative type."
@@ -407,16 +435,20 @@ def candidate_negatives(captions:Sequence[str], # captions (a repeated one is do
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     types, _ = resolve_recipe(recipe, backend, None)
     fill = fill if fill is not None else ListFiller(lexicon or default_lexicon())
+    if max_loss is not None:
+        if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not max_loss >= 0:
+            raise ValueError(f"max_loss must be a number >= 0 or None, got {max_loss!r}")
+        if not isinstance(fill, ContextFiller): raise ValueError("max_loss needs fill=ContextFiller(...): its counts")
     chunk = max(1, min(20_000, -(-len(captions) // workers)))
     parts = [captions[s:s + chunk] for s in range(0, len(captions), chunk)]
     bar, texts = progress_bar(total=len(captions), disable=not progress, desc='candidates', unit='caption'), []
-    args = (recipe, n, seed, fill, backend, lexicon, features.dim if features is not None else None)
+    args = (recipe, n, seed, fill, backend, lexicon, features.dim if features is not None else None, max_loss)
     encs = [[] for _ in types]
     if workers == 1 or len(parts) == 1: done = (_candidate_part(part, *args) for part in parts)
     else:
         from concurrent.futures import ProcessPoolExecutor
-        pool = ProcessPoolExecutor(workers)
-        done = pool.map(_candidate_part, parts, *[[a] * len(parts) for a in args])
+        pool = ProcessPoolExecutor(workers, initializer=_worker_setup, initargs=(args,))  # the filler sent once
+        done = pool.map(_worker_part, parts)
     try:
         for part, (rows, enc, vocab) in zip(parts, done):
             texts += rows
@@ -430,14 +462,19 @@ def candidate_negatives(captions:Sequence[str], # captions (a repeated one is do
     return Candidates(captions, types, texts, [_concat(e) for e in encs], features)
 
 # %% ../nbs/01c_filter.ipynb #ddb40e64
-def _alternatives(g, a:Analysis, fill):
-    "Every negative of the deterministic generators `relation` and `replace_rel`, lazily (None for the others)."
+_WORD_ORDER = ('relation', 'swap', 'shuffle')  # types that move words rather than replace them
+
+def _alternatives(g, a:Analysis, fill, orders:dict|None=None):
+    "Every negative of the generators that exchange the caption's words, and of `replace_rel`, lazily (else None)."
+    lex = fill.lex if isinstance(fill, ListFiller) else default_lexicon()
     if g is gen_relation:
         nps, low = a.nps, [w.lower() for w in a.words]
-        return (swap_spans(a, x[:2], y[:2]) for k, x in enumerate(nps) for y in nps[k + 1:]
-                if low[x[0]:x[1]] != low[y[0]:y[1]])
+        return _spans_swapped(a, [(x[:2], y[:2]) for k, x in enumerate(nps) for y in nps[k + 1:]
+                                  if low[x[0]:x[1]] != low[y[0]:y[1]]], orders)
+    if g is gen_swap_np: return (_swap_nouns(a, lex, i, j) for i, j in _noun_pairs(a))
+    if g is gen_swap_adj: return (_swap_words(a, i, j) for i, j in sum(_adjective_pairs(a), []))
+    if g is gen_swap_vp: return _spans_swapped(a, _vp_pairs(a), orders)
     if g is gen_replace_rel:
-        lex = fill.lex if isinstance(fill, ListFiller) else default_lexicon()
         idx = [i for i, p in enumerate(a.pos) if p == 'REL' and a.lemma[i] in lex.relations]
         out = [replace_word(a, i, r) for i in idx for r in lex.relations[a.lemma[i]] if lex.allowed('relation', r)]
         if isinstance(fill, ContextFiller) and fill.extended:  # opposites and other relations in turn
@@ -445,6 +482,17 @@ def _alternatives(g, a:Analysis, fill):
             out = [x for pair in itertools.zip_longest(out, more) for x in pair if x]
         return out
     return None
+
+def _spans_swapped(a:Analysis, pairs:list, orders:dict|None):
+    "The caption with each pair of spans exchanged, lazily; `orders` records each text's word order (text -> sources)."
+    for s1, s2 in pairs:
+        x = swap_spans(a, s1, s2)
+        if orders is not None: orders[x] = _span_order(len(a.words), s1, s2)
+        yield x
+
+def _units(a:Analysis) -> list:
+    "The caption's lower-case word units, as `caption_units` splits it."
+    return [' '.join(w.lower().split()) for w in a.words]
 
 _REL_GROUP = {r: k for k, g in enumerate(RELATION_GROUPS) for r in g}
 
@@ -469,20 +517,32 @@ def _new(x:str, seen:set) -> bool:
     seen.add(k)
     return True
 
-def _candidate_part(captions:list, recipe, n:int, seed:int, fill, backend:str, lexicon, dim:int|None) -> tuple:
+_WORKER = {}  # in a worker process: the arguments of its `_candidate_part` calls, the filler's caches kept warm
+
+def _worker_setup(args:tuple):
+    "Worker process initializer: keep the arguments (the filler among them) for every part it draws."
+    _WORKER['args'] = args
+
+def _worker_part(captions:list) -> tuple:
+    "`_candidate_part` of `captions` in a worker process, with the filler it was set up with."
+    return _candidate_part(captions, *_WORKER['args'])
+
+def _candidate_part(captions:list, recipe, n:int, seed:int, fill, backend:str, lexicon, dim:int|None,
+                    max_loss:float|None=None) -> tuple:
     "(candidate lists of `captions`, per type their encoding by a new `TextFeatures(dim)` or None, its words)."
-    rows = _candidate_rows(captions, recipe, n, seed, fill, backend, lexicon)
+    rows = _candidate_rows(captions, recipe, n, seed, fill, backend, lexicon, max_loss)
     if not dim: return rows, None, None
     F = TextFeatures(dim)
     encs = [F.encode([x for r in rows for x in r[k]]) for k in range(len(rows[0]) if rows else 0)]
     return rows, encs, list(F.index)
 
-def _candidate_rows(captions:list, recipe, n:int, seed:int, fill, backend:str, lexicon) -> list:
+def _candidate_rows(captions:list, recipe, n:int, seed:int, fill, backend:str, lexicon, max_loss=None) -> list:
     "The candidate lists of `captions` (one process's share of `candidate_negatives`)."
     types, gens = resolve_recipe(recipe, backend, None)
     analyses, rng, texts = analyze(captions, backend, lexicon=lexicon), SplitMixRandom(), []
+    orders = [] if max_loss is not None else None  # per caption, the word order of its span swaps (no re-tokenizing)
     for c, a in zip(captions, analyses):
-        norm, row = normalize_caption(c), []
+        norm, row, order = normalize_caption(c), [], {}
         for t, g in zip(types, gens):
             seen, out, s0 = {norm}, [], stream_seed(seed, c, t)
             if a.words:
@@ -491,14 +551,35 @@ def _candidate_rows(captions:list, recipe, n:int, seed:int, fill, backend:str, l
                     try: x = g(a, rng, fill)
                     except (IndexError, KeyError, ValueError): x = None
                     if x and _new(x, seen): out.append(x)
-                    if d == 0 and g in (gen_relation, gen_replace_rel):  # no randomness: enumerate the others
-                        for x in _alternatives(g, a, fill):
+                    if d == 0 and g in _ENUMERATED:  # enumerate the others
+                        for x in _alternatives(g, a, fill, order):
                             if len(out) >= n: break
                             if x and _new(x, seen): out.append(x)
                         break
             row.append(out)
         texts.append(row)
-    return texts
+        if orders is not None: orders.append(order)
+    return texts if max_loss is None else _plausible(analyses, texts, types, fill, max_loss, orders)
+
+_ENUMERATED = (gen_relation, gen_swap_np, gen_swap_adj, gen_swap_vp, gen_replace_rel)
+
+def _plausible(analyses:list, rows:list, types:list, fill, max_loss:float, orders:list) -> list:
+    "`rows` without the word-order candidates whose `loglik` falls more than `max_loss` below their caption's."
+    ks = [k for k, t in enumerate(types) if t.startswith(_WORD_ORDER)]
+    if not any(r[k] for r in rows for k in ks): return rows
+    m, seqs = fill.model, []
+    for a, r, o in zip(analyses, rows, orders):  # each caption, then its word-order candidates
+        ids = m._unit_ids(_units(a))
+        seqs.append(ids)
+        for x in (x for k in ks for x in r[k]):
+            src = o.get(x)
+            seqs.append([ids[j] for j in src] if src is not None else m._unit_ids(caption_units(x, fill.lex)))
+    it, out = iter(m._loglik(seqs)), []
+    for r in rows:
+        r, b = list(r), next(it)
+        for k in ks: r[k] = [x for x, l in zip(r[k], it) if l >= b - max_loss]
+        out.append(r)
+    return out
 
 def _concat(encs:list) -> tuple:
     "One encoding of the texts of several `encode` results (in order)."
@@ -687,15 +768,18 @@ class TextDetector:
 # %% ../nbs/01c_filter.ipynb #6a6da982
 def detector_accuracy(captions:Sequence[str], # true captions
                       negatives:Sequence[str], # one negative per caption (same order)
-                      folds:int=5, # cross-validation folds, grouped by caption
+                      folds:int=5, # cross-validation folds, grouped by caption text
                       seed:int=0, # fold assignment seed
                       **kw, # passed to `TextDetector`
                      ) -> float:
     "Cross-validated accuracy of `TextDetector` telling captions from their negatives (0.5: no text-only shortcut)."
     if len(captions) != len(negatives):
         raise ValueError(f"captions ({len(captions)}) and negatives ({len(negatives)}) differ in length")
-    if len(captions) < folds: raise ValueError(f"need at least {folds} captions for {folds} folds, got {len(captions)}")
-    fold = np.random.default_rng(seed).permutation(len(captions)) % folds
+    keys = [normalize_caption(c) for c in captions]  # a repeated caption and its negatives stay in one fold
+    uniq = {k: j for j, k in enumerate(dict.fromkeys(keys))}
+    if len(uniq) < folds:
+        raise ValueError(f"need at least {folds} distinct captions for {folds} folds, got {len(uniq)}")
+    fold = (np.random.default_rng(seed).permutation(len(uniq)) % folds)[[uniq[k] for k in keys]]
     acc = []
     for f in range(folds):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -746,8 +830,6 @@ class AdversarialFilter:
         return f"AdversarialFilter({self.config}, fitted types={sorted(self.weights)})"
 
 # %% ../nbs/01c_filter.ipynb #01af2cb6
-_WORD_ORDER = ('relation', 'swap', 'shuffle')  # types that move words rather than replace them
-
 def _flat(cands:Candidates, k:int) -> tuple:
     "(candidate texts of type k, owner caption of each, index of each caption's first candidate or -1)."
     texts, owner, first = [], [], np.full(len(cands), -1)
@@ -796,7 +878,8 @@ def fit(self:AdversarialFilter, cands:Candidates, # candidates of the captions t
     for k, t in enumerate(cands.types):
         texts, owner, first = _flat(cands, k)
         enc = cands.encoded[k] if cands.features is F else F.encode(texts)
-        cum, cur, u = np.zeros(len(texts)), first.copy(), self._uniforms(cands.captions, t)
+        cum, cur = np.zeros(len(texts)), first.copy()
+        u = None if self._min(t) else self._uniforms(cands.captions, t)
         wsum, bsum, fitted = np.zeros(cfg.dim), 0.0, False
         for r in range(cfg.rounds):
             for f in range(cfg.folds):
@@ -874,14 +957,16 @@ def select(self:AdversarialFilter, cands:Candidates, # candidates of captions to
         sel[:, k] = self._keep(t, cur, score, first)
     return sel
 
+_M64, _GOLDEN = (1 << 64) - 1, 0x9E3779B97F4A7C15
+
 @patch
 def _uniforms(self:AdversarialFilter, captions:list, t:str) -> np.ndarray:
     "One uniform number per caption for type `t`, from the caption's text and the seed (not from the batch)."
-    rng, out = SplitMixRandom(), np.empty(len(captions))
-    for n, c in enumerate(captions):
-        rng.seed(stream_seed(self.config.seed, c, t + '/filter'))
-        out[n] = rng.random()
-    return out
+    seed, kind = self.config.seed, t + '/filter'  # `SplitMixRandom` seeded by `stream_seed`, one draw, vectorised
+    z = np.array([stream_seed(seed, c, kind) & _M64 for c in captions], dtype=np.uint64) + np.uint64(_GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return ((z ^ (z >> np.uint64(31))) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 def selected(cands:Candidates, # the candidates
              sel:np.ndarray, # (N, K) chosen index per caption and type (-1: none)
@@ -898,6 +983,7 @@ def filter_negatives(captions:Sequence[str], # N captions
                      fit=None, # None: fit on `captions`; other captions to fit on; or a fitted `AdversarialFilter`
                      config:FilterConfig|None=None, # filter settings
                      candidates:int=4, # candidates per caption and type
+                     max_loss:float|None=5.0, # word-order types: drop candidates losing more log-likelihood (nats)
                      backend:str='lexicon', # caption analysis: 'lexicon' or 'spacy'
                      lexicon:Lexicon|None=None, # word lists (default: the shipped ones)
                      workers:int=1, # processes drawing the candidates (the result does not depend on it)
@@ -913,7 +999,7 @@ def filter_negatives(captions:Sequence[str], # N captions
             context = build_context(fit_caps if fit_caps is not None else captions, lexicon, progress=progress)
         fill = ContextFiller(context, lexicon)
     kw = dict(recipe=recipe, n=candidates, seed=seed, fill=fill, backend=backend, lexicon=lexicon, workers=workers,
-              features=filt.features, progress=progress)
+              features=filt.features, max_loss=max_loss if fill is not None else None, progress=progress)
     cands = candidate_negatives(captions, **kw)
     if fit is None: sel = filt.fit(cands, progress=progress)
     else:

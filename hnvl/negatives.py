@@ -463,11 +463,16 @@ def _replace_pos(a, rng, fill, tags):
     return _replace_at(a, rng, fill, [i for i, p in enumerate(a.pos) if p in tags])
 
 # %% ../nbs/01_negatives.ipynb #80a6f5e5
+def _span_order(n, s1, s2):
+    "The source index of each of `n` words after the spans s1=(b1,e1) and s2=(b2,e2) are exchanged (s1 first)."
+    (b1, e1), (b2, e2) = s1, s2
+    return list(range(b1)) + list(range(b2, e2)) + list(range(e1, b2)) + list(range(b1, e1)) + list(range(e2, n))
+
 def _swap_spans(a, s1, s2):
     "Exchange the word spans s1=(b1,e1) and s2=(b2,e2) (s1 before s2, not overlapping)."
     (b1, e1), (b2, e2) = s1, s2
     n, sp = len(a.words), a.spaces
-    order = list(range(b1)) + list(range(b2, e2)) + list(range(e1, b2)) + list(range(b1, e1)) + list(range(e2, n))
+    order = _span_order(n, s1, s2)
     words = [a.words[j] for j in order]
     # words keep the space after them; the last word of a moved span takes the space that followed the span it
     # replaces ("a man's dog" -> "dog's a man", not "dog 'sa man" when the spans differ in length)
@@ -480,40 +485,24 @@ def _swap_spans(a, s1, s2):
 def gen_swap_np(a:Analysis, rng:random.Random, fill=None, lex:Lexicon|None=None) -> str|None:
     "NegCLIP noun swap: exchange two head nouns with different lemmas, each slot keeping its number."
     lex = lex or _list_filler(fill).lex
-    heads = [h for _, _, h in a.nps]
-    pairs = [(i, j) for x, i in enumerate(heads) for j in heads[x + 1:] if a.lemma[i] != a.lemma[j]]
+    pairs = _noun_pairs(a)
     if not pairs: return None
     rng.shuffle(pairs)
     for i, j in pairs[:8]:
-        wi = a.words[j] if a.feat[i] == a.feat[j] else _inflect_noun(lex, a.lemma[j], a.feat[i], None)
-        wj = a.words[i] if a.feat[i] == a.feat[j] else _inflect_noun(lex, a.lemma[i], a.feat[j], None)
-        if not wi or not wj: continue
-        words = list(a.words)
-        words[i], words[j] = _case_like(wi.lower(), a.words[i]), _case_like(wj.lower(), a.words[j])
-        _fix_article(words, i)
-        _fix_article(words, j)
-        return a.render(words)
+        out = _swap_nouns(a, lex, i, j)
+        if out: return out
     return None
 
 def gen_swap_adj(a:Analysis, rng:random.Random, fill=None) -> str|None:
     "NegCLIP attribute swap: exchange one adjective each between two noun phrases (same kind preferred)."
-    adjs = [[k for k in range(s, e) if a.pos[k] == 'ADJ'] for s, e, _ in a.nps]
-    pairs = [(i, j) for x in range(len(adjs)) for y in range(x + 1, len(adjs)) for i in adjs[x] for j in adjs[y]
-             if a.words[i].lower() != a.words[j].lower()]
-    if not pairs: return None
-    same = [p for p in pairs if a.kind[p[0]] and a.kind[p[0]] == a.kind[p[1]]]
-    i, j = rng.choice(same or pairs)
-    words = list(a.words)
-    words[i], words[j] = _case_like(a.words[j].lower(), a.words[i]), _case_like(a.words[i].lower(), a.words[j])
-    _fix_article(words, i)
-    _fix_article(words, j)
-    return a.render(words)
+    same, other = _adjective_pairs(a)
+    if not same and not other: return None
+    i, j = rng.choice(same or other)
+    return _swap_words(a, i, j)
 
 def gen_swap_vp(a:Analysis, rng:random.Random, fill=None) -> str|None:
     "NegCLIP verb-phrase swap: exchange two verb phrases (verb + its object)."
-    vps, low = _verb_phrases(a), [w.lower() for w in a.words]
-    pairs = [(x, y) for i, x in enumerate(vps) for y in vps[i + 1:]
-             if low[x[0]:x[1]] != low[y[0]:y[1]] and x[1] <= y[0]]
+    pairs = _vp_pairs(a)
     if not pairs: return None
     x, y = rng.choice(pairs)
     return _swap_spans(a, x, y)
@@ -524,6 +513,43 @@ def _inflect_noun(lex, lemma, feat, surface):
     if feat == 'pl': return pl
     if feat == 'sg': return sg
     return surface
+
+def _noun_pairs(a):
+    "Positions (i, j) of two noun-phrase heads with different lemmas, i before j."
+    heads = [h for _, _, h in a.nps]
+    return [(i, j) for x, i in enumerate(heads) for j in heads[x + 1:] if a.lemma[i] != a.lemma[j]]
+
+def _swap_nouns(a, lex, i, j):
+    "The caption with the nouns at i and j exchanged, each slot keeping its number (None if one cannot inflect)."
+    wi = a.words[j] if a.feat[i] == a.feat[j] else _inflect_noun(lex, a.lemma[j], a.feat[i], None)
+    wj = a.words[i] if a.feat[i] == a.feat[j] else _inflect_noun(lex, a.lemma[i], a.feat[j], None)
+    if not wi or not wj: return None
+    words = list(a.words)
+    words[i], words[j] = _case_like(wi.lower(), a.words[i]), _case_like(wj.lower(), a.words[j])
+    _fix_article(words, i)
+    _fix_article(words, j)
+    return a.render(words)
+
+def _adjective_pairs(a):
+    "(pairs of adjectives of the same kind in two noun phrases, the other pairs), each pair as positions (i, j)."
+    adjs = [[k for k in range(s, e) if a.pos[k] == 'ADJ'] for s, e, _ in a.nps]
+    pairs = [(i, j) for x in range(len(adjs)) for y in range(x + 1, len(adjs)) for i in adjs[x] for j in adjs[y]
+             if a.words[i].lower() != a.words[j].lower()]
+    same = [p for p in pairs if a.kind[p[0]] and a.kind[p[0]] == a.kind[p[1]]]
+    return same, [p for p in pairs if p not in same]
+
+def _swap_words(a, i, j):
+    "The caption with the words at i and j exchanged (case of each slot kept, articles fixed)."
+    words = list(a.words)
+    words[i], words[j] = _case_like(a.words[j].lower(), a.words[i]), _case_like(a.words[i].lower(), a.words[j])
+    _fix_article(words, i)
+    _fix_article(words, j)
+    return a.render(words)
+
+def _vp_pairs(a):
+    "Pairs (x, y) of distinct, non-overlapping verb phrases, x before y."
+    vps, low = _verb_phrases(a), [w.lower() for w in a.words]
+    return [(x, y) for i, x in enumerate(vps) for y in vps[i + 1:] if low[x[0]:x[1]] != low[y[0]:y[1]] and x[1] <= y[0]]
 
 def _verb_phrases(a):
     "Verb phrases (start, end): a verb, an optional particle/preposition and the noun phrase after it."

@@ -467,6 +467,30 @@ def test_hnvl_context_cli(tmp_path):
     with pytest.raises(ValueError, match='not an hnvl context table'): load_context(txt)
 
 
+def test_max_loss_leaves_out_only_implausible_word_orders():
+    "On real captions: with max_loss, a word-order candidate is kept exactly when it loses at most max_loss nats."
+    fit, held = _split()
+    cm = build_context(fit)
+    cf = ContextFiller(cm)
+    recipe = ['relation', 'swap_np', 'swap_vp', 'noun']
+    loose = candidate_negatives(held, recipe=recipe, n=4, fill=cf)
+    strict = candidate_negatives(held, recipe=recipe, n=4, fill=cf, max_loss=5.0)
+    assert [r[3] for r in loose.texts] == [r[3] for r in strict.texts]  # a replacement type is untouched
+    base = dict(zip(loose.captions, cm.loglik(loose.captions)))
+    kept = dropped = agree = 0
+    for c, a, b in zip(loose.captions, loose.texts, strict.texts):
+        for k in range(3):
+            assert set(b[k]) <= set(a[k]) and [x for x in a[k] if x in b[k]] == b[k]  # a subset, in order
+            if not a[k]: continue
+            loss = base[c] - cm.loglik(a[k])
+            for x, l in zip(a[k], loss):
+                keep = x in b[k]
+                kept += keep; dropped += not keep
+                agree += keep == (l <= 5.0)
+    assert kept > 0 and dropped > 0
+    assert agree >= 0.995 * (kept + dropped), (agree, kept, dropped)  # span swaps reuse the caption's units
+
+
 def test_candidates_do_not_depend_on_workers():
     fit, held = _split()
     cf = ContextFiller(build_context(fit))
