@@ -2,15 +2,16 @@
 exact-edit rate, blind detectability (cross-validated word+char n-gram logistic regression telling captions from their
 negatives; 0.5 = no text-only shortcut) and 30 random examples; SugarCrepe's human-checked negatives as reference.
 
---filter adds hnvl.filter: the word lists' negatives (before) beside context-fit replacements (ContextFiller,
-candidate 0) and adversarially filtered ones (after; word-order candidates that lose more than --max_loss nats of
+--filter adds hnvl.filter: the word lists' negatives (before) beside context-fit replacements
+(make_negatives(fill=ContextFiller)) and adversarially filtered ones (after; word-order candidates that lose more than --max_loss nats of
 bigram log-likelihood left out), on the SugarCrepe captions and on the held-out half of the Karpathy test split.
 The counts and the filter's detectors are fitted on the lexicon's build split (VALSE captions + the first 2,500 Karpathy
-test images), which neither evaluation split is part of; nothing is tuned on the evaluation captions.
+test images), which neither evaluation split is part of (the default max_loss and choose were picked from exploratory
+runs that looked at the Karpathy half).
 SugarCrepe lists 4,345 distinct COCO captions 7,511 times across its sets: each distinct caption is audited once
 (a repeat with the same negative in another fold would be recognised, not detected).
 A detector's cross-validated accuracy grows with the pairs it is trained on, and SugarCrepe's reference sets are
-small (244 swap_obj pairs); the "matched" column is the mean over 5 seeded samples of as many pairs as the
+small (245 swap_obj pairs); the "matched" column is the mean over 5 seeded samples of as many pairs as the
 reference set of that kind has, the like-for-like comparison.
 Needs scikit-learn (dev extra); spaCy rows need spaCy + an English model. Prints markdown tables (last lines)."""
 import argparse, glob, json, random, sys, time
@@ -67,8 +68,9 @@ REF = dict(relation='swap_obj', swap_np='swap_obj', swap_vp='swap_obj', swap_adj
 
 def matched(kind, pairs, seed, repeats=5):
     "Mean detectability over `repeats` seeded samples of as many pairs as SugarCrepe's reference set of the kind."
+    if kind not in REF or len(pairs) < 100: return float('nan')
     m = min(len(sc_items[REF[kind]]), args.max_pairs)
-    if len(pairs) < 100: return float('nan')
+    if len(pairs) <= m: return detectability([c for c, _ in pairs], [n for _, n in pairs])  # all of them, once
     subs = [random.Random(seed * 1000 + r).sample(pairs, min(m, len(pairs))) for r in range(repeats)]
     return float(np.mean([detectability([c for c, _ in s], [n for _, n in s]) for s in subs]))
 
@@ -98,7 +100,7 @@ for name, items in sc_items.items():
     exact = sum(edit_ok(kind, c, n) for c, n in pairs) / len(pairs) if kind != 'add' else float('nan')
     rows.append(('SugarCrepe (human-checked)', name, 1.0, float('nan'), exact, detectability([c for c, _ in sub], [n for _, n in sub]), len(pairs)))
 
-# ---- hnvl.filter: before (word lists) / context-fit (candidate 0) / after (adversarially filtered) ----
+# ---- hnvl.filter: before (word lists) / context-fit (make_negatives(fill=...)) / after (adversarially filtered) ----
 frows, fexamples, cov_rows = [], [], []
 if args.filter:
     from hnvl.filter import AdversarialFilter, ContextFiller, FilterConfig, build_context, candidate_negatives, selected
@@ -136,7 +138,8 @@ if args.filter:
             for name, negs in out.items():
                 pairs = [(c, r[k]) for c, r in zip(caps, negs) if r[k]]
                 exact, det = audit_pairs(g, pairs, k)
-                frows.append((split, g, name, len(pairs) / len(caps), exact, det, matched(g, pairs, k)))
+                n = min(len(pairs), len(sc_items[REF[g]]), args.max_pairs) if g in REF else len(pairs)
+                frows.append((split, g, name, len(pairs) / len(caps), exact, det, matched(g, pairs, k), n))
             if split == 'SugarCrepe':
                 after = out[next(v for v in out if v.startswith('filtered'))]
                 both = [(c, a[k], b[k]) for c, a, b in zip(caps, out['word lists (before)'], after) if a[k] and b[k]]
@@ -162,11 +165,10 @@ if rows:
     for b, g, c1, c2, ex, det, n in rows:
         print(f'| {b} | {g} | {fmt(c1)} | {fmt(c2)} | {fmt(ex)} | {fmt(det)} | {n} |')
 if frows:
-    print('\n| split | generator | negatives | coverage | exact edit | detectability | matched (SugarCrepe set, n) |')
+    print('\n| split | generator | negatives | coverage | exact edit | detectability | matched (SugarCrepe set, pairs) |')
     print('|---|---|---|---|---|---|---|')
-    for split, g, name, cov, ex, det, dm in frows:
-        n = min(len(sc_items[REF[g]]), args.max_pairs)
-        print(f'| {split} | {g} | {name} | {fmt(cov)} | {fmt(ex)} | {fmt(det)} | {fmt(dm)} ({REF[g]}, {n}) |')
+    for split, g, name, cov, ex, det, dm, n in frows:
+        print(f'| {split} | {g} | {name} | {fmt(cov)} | {fmt(ex)} | {fmt(det)} | {fmt(dm)} ({REF.get(g, "-")}, {n}) |')
     print('\n| captions | adjective coverage before → after | verb coverage before → after |')
     print('|---|---|---|')
     for name, b, a in cov_rows:

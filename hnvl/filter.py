@@ -405,7 +405,7 @@ class Candidates:
     "Candidate negatives of distinct captions: `texts[n][k]` lists those of caption n and type k (maybe none)."
     captions: list # N distinct captions
     types: list # K negative types
-    texts: list # N lists of K lists of candidate strings; the first is `make_negatives`'s
+    texts: list # N lists of K lists of candidate strings; the first is `make_negatives`'s (unless dropped)
     encoded: list|None = field(default=None, repr=False) # per type, the candidates encoded by `features` (or None)
     features: object = field(default=None, repr=False) # the `TextFeatures` table of `encoded`
 
@@ -418,7 +418,7 @@ class Candidates:
 def candidate_negatives(captions:Sequence[str], # captions (a repeated one is done once)
                         recipe:str|list='ceclip', # a recipe name or a list of generator names
                         n:int=4, # at most this many candidates per caption and type
-                        seed:int=0, # random seed; candidate 0 is `make_negatives(..., seed=seed, fill=fill)`'s
+                        seed:int=0, # random seed; candidate 0 is `make_negatives`'s unless `max_loss` drops it
                         fill=None, # filler of the word-replacing generators (default: the word lists)
                         backend:str='lexicon', # caption analysis: 'lexicon' or 'spacy'
                         lexicon:Lexicon|None=None, # word lists for tagging (default: the shipped ones)
@@ -435,10 +435,8 @@ def candidate_negatives(captions:Sequence[str], # captions (a repeated one is do
         raise ValueError(f"workers must be a positive int, got {workers!r}")
     types, _ = resolve_recipe(recipe, backend, None)
     fill = fill if fill is not None else ListFiller(lexicon or default_lexicon())
-    if max_loss is not None:
-        if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not max_loss >= 0:
-            raise ValueError(f"max_loss must be a number >= 0 or None, got {max_loss!r}")
-        if not isinstance(fill, ContextFiller): raise ValueError("max_loss needs fill=ContextFiller(...): its counts")
+    if _check_max_loss(max_loss) is not None and not isinstance(fill, ContextFiller):
+        raise ValueError("max_loss needs fill=ContextFiller(...): its counts")
     chunk = max(1, min(20_000, -(-len(captions) // workers)))
     parts = [captions[s:s + chunk] for s in range(0, len(captions), chunk)]
     bar, texts = progress_bar(total=len(captions), disable=not progress, desc='candidates', unit='caption'), []
@@ -517,6 +515,13 @@ def _new(x:str, seen:set) -> bool:
     seen.add(k)
     return True
 
+def _check_max_loss(max_loss):
+    "`max_loss`, checked: None or a number >= 0."
+    if max_loss is not None and (isinstance(max_loss, bool) or not isinstance(max_loss, (int, float))
+                                 or not max_loss >= 0):
+        raise ValueError(f"max_loss must be a number >= 0 or None, got {max_loss!r}")
+    return max_loss
+
 _WORKER = {}  # in a worker process: the arguments of its `_candidate_part` calls, the filler's caches kept warm
 
 def _worker_setup(args:tuple):
@@ -552,24 +557,29 @@ def _candidate_rows(captions:list, recipe, n:int, seed:int, fill, backend:str, l
                     except (IndexError, KeyError, ValueError): x = None
                     if x and _new(x, seen): out.append(x)
                     if d == 0 and g in _ENUMERATED:  # enumerate the others
-                        for x in _alternatives(g, a, fill, order):
+                        for x in _alternatives(g, a, fill, order if orders is not None else None):
                             if len(out) >= n: break
                             if x and _new(x, seen): out.append(x)
                         break
             row.append(out)
         texts.append(row)
         if orders is not None: orders.append(order)
-    return texts if max_loss is None else _plausible(analyses, texts, types, fill, max_loss, orders)
+    if max_loss is None: return texts
+    tagger = lexicon or default_lexicon()
+    if backend != 'lexicon' or not (tagger is fill.lex or tagger._tails == fill.lex._tails):  # other words than units
+        analyses, orders = [caption_units(c, fill.lex) for c in captions], [{} for _ in captions]
+    else: analyses = [_units(a) for a in analyses]
+    return _plausible(analyses, texts, types, fill, max_loss, orders)
 
 _ENUMERATED = (gen_relation, gen_swap_np, gen_swap_adj, gen_swap_vp, gen_replace_rel)
 
-def _plausible(analyses:list, rows:list, types:list, fill, max_loss:float, orders:list) -> list:
+def _plausible(units:list, rows:list, types:list, fill, max_loss:float, orders:list) -> list:
     "`rows` without the word-order candidates whose `loglik` falls more than `max_loss` below their caption's."
     ks = [k for k, t in enumerate(types) if t.startswith(_WORD_ORDER)]
     if not any(r[k] for r in rows for k in ks): return rows
     m, seqs = fill.model, []
-    for a, r, o in zip(analyses, rows, orders):  # each caption, then its word-order candidates
-        ids = m._unit_ids(_units(a))
+    for u, r, o in zip(units, rows, orders):  # each caption (its word units), then its word-order candidates
+        ids = m._unit_ids(u)
         seqs.append(ids)
         for x in (x for k in ks for x in r[k]):
             src = o.get(x)
@@ -799,7 +809,7 @@ class FilterConfig:
     dim:int=2**18 # hash buckets of the detector's features
     C:float=4.0 # the detector's inverse L2 strength
     max_iter:int=60 # the detector's L-BFGS iterations
-    min_pairs:int=20 # a type with fewer training pairs keeps candidate 0
+    min_pairs:int=20 # a type with fewer training pairs keeps each caption's first candidate
     choose:str='auto' # 'sample': draw ∝ exp(-score); 'min': the lowest (SWAG); 'auto': 'min' for word-order types
     seed:int=0 # fold, sample and draw seed
 
@@ -990,7 +1000,7 @@ def filter_negatives(captions:Sequence[str], # N captions
                      progress:bool=False, # show progress bars
                     ) -> Negatives:
     "K hard negatives per caption: context-fit replacements, the least detectable of `candidates` kept per type."
-    captions = check_captions(captions)
+    captions, max_loss = check_captions(captions), _check_max_loss(max_loss)  # (max_loss: ignored with context=False)
     fit_caps = None if fit is None or isinstance(fit, AdversarialFilter) else check_captions(fit)
     filt = fit if isinstance(fit, AdversarialFilter) else AdversarialFilter(config)
     fill = None

@@ -141,7 +141,7 @@ def hnvl_negatives(src:str, # COCO captions JSON, a caption-per-line text file, 
                    filter:store_true=False, # adversarially filtered, context-fit negatives (`filter_negatives`)
                    context:str=None, # count table of context-fit words (`hnvl_context`; --filter: default the captions)
                    candidates:int=4, # --filter: candidates per caption and type
-                   max_loss:float=5.0, # --filter: drop word-order negatives losing more log-likelihood (inf: none)
+                   max_loss:float=5.0, # --filter: drop word orders losing more log-likelihood (inf: none)
                    workers:int=1, # --filter: processes drawing the candidates (the result does not depend on it)
                   ):
     "Generate hard-negative captions for a caption file and write a negatives cache."
@@ -157,10 +157,10 @@ def hnvl_negatives(src:str, # COCO captions JSON, a caption-per-line text file, 
     rec = recipe if recipe in RECIPES else recipe.split(',')
     if filter:
         from hnvl.filter import filter_negatives
-        allneg = filter_negatives(caps, recipe=rec, seed=seed, context=context, candidates=candidates,
-                                  max_loss=None if max_loss == float('inf') else max_loss, workers=workers,
-                                  progress=not quiet)
-        meta.update(filter=dict(candidates=candidates, max_loss=max_loss), context=context or 'captions')
+        ml = None if max_loss == float('inf') else max_loss  # recorded as null: JSON has no infinity
+        allneg = filter_negatives(caps, recipe=rec, seed=seed, context=context, candidates=candidates, max_loss=ml,
+                                  workers=workers, progress=not quiet)
+        meta.update(filter=dict(candidates=candidates, max_loss=ml), context=context or 'captions')
     else:
         kw = dict(fill_mask=mlm_model) if backend == 'mlm' else {}
         if context:
