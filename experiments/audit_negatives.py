@@ -3,8 +3,9 @@ exact-edit rate, blind detectability (cross-validated word+char n-gram logistic 
 negatives; 0.5 = no text-only shortcut) and 30 random examples; SugarCrepe's human-checked negatives as reference.
 
 --filter adds hnvl.filter: the word lists' negatives (before) beside context-fit replacements
-(make_negatives(fill=ContextFiller)) and adversarially filtered ones (after; word-order candidates that lose more than --max_loss nats of
-bigram log-likelihood left out), on the SugarCrepe captions and on the held-out half of the Karpathy test split.
+(make_negatives(fill=ContextFiller)) and adversarially filtered ones (after; word-order candidates that lose more
+than --max_loss nats of bigram log-likelihood left out), on the SugarCrepe captions and on the held-out half of the
+Karpathy test split.
 The counts and the filter's detectors are fitted on the lexicon's build split (VALSE captions + the first 2,500 Karpathy
 test images), which neither evaluation split is part of (the default max_loss and choose were picked from exploratory
 runs that looked at the Karpathy half).
@@ -67,12 +68,13 @@ REF = dict(relation='swap_obj', swap_np='swap_obj', swap_vp='swap_obj', swap_adj
 
 
 def matched(kind, pairs, seed, repeats=5):
-    "Mean detectability over `repeats` seeded samples of as many pairs as SugarCrepe's reference set of the kind."
-    if kind not in REF or len(pairs) < 100: return float('nan')
-    m = min(len(sc_items[REF[kind]]), args.max_pairs)
-    if len(pairs) <= m: return detectability([c for c, _ in pairs], [n for _, n in pairs])  # all of them, once
-    subs = [random.Random(seed * 1000 + r).sample(pairs, min(m, len(pairs))) for r in range(repeats)]
-    return float(np.mean([detectability([c for c, _ in s], [n for _, n in s]) for s in subs]))
+    "(mean detectability over `repeats` seeded samples of as many pairs as SugarCrepe's set of the kind, pairs each)."
+    if kind not in REF: return float('nan'), len(pairs)
+    m = min(len(sc_items[REF[kind]]), args.max_pairs, len(pairs))
+    if m < 100: return float('nan'), m
+    if m == len(pairs): return detectability([c for c, _ in pairs], [n for _, n in pairs]), m  # all of them, once
+    subs = [random.Random(seed * 1000 + r).sample(pairs, m) for r in range(repeats)]
+    return float(np.mean([detectability([c for c, _ in s], [n for _, n in s]) for s in subs])), m
 
 
 gens = [g for r in ('ceclip', 'negclip', 'replace', 'order') for g in RECIPES[r]] + ['relation_ref']
@@ -138,8 +140,7 @@ if args.filter:
             for name, negs in out.items():
                 pairs = [(c, r[k]) for c, r in zip(caps, negs) if r[k]]
                 exact, det = audit_pairs(g, pairs, k)
-                n = min(len(pairs), len(sc_items[REF[g]]), args.max_pairs) if g in REF else len(pairs)
-                frows.append((split, g, name, len(pairs) / len(caps), exact, det, matched(g, pairs, k), n))
+                frows.append((split, g, name, len(pairs) / len(caps), exact, det, *matched(g, pairs, k)))
             if split == 'SugarCrepe':
                 after = out[next(v for v in out if v.startswith('filtered'))]
                 both = [(c, a[k], b[k]) for c, a, b in zip(caps, out['word lists (before)'], after) if a[k] and b[k]]

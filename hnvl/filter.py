@@ -566,10 +566,9 @@ def _candidate_rows(captions:list, recipe, n:int, seed:int, fill, backend:str, l
         if orders is not None: orders.append(order)
     if max_loss is None: return texts
     tagger = lexicon or default_lexicon()
-    if backend != 'lexicon' or not (tagger is fill.lex or tagger._tails == fill.lex._tails):  # other words than units
-        analyses, orders = [caption_units(c, fill.lex) for c in captions], [{} for _ in captions]
-    else: analyses = [_units(a) for a in analyses]
-    return _plausible(analyses, texts, types, fill, max_loss, orders)
+    if backend == 'lexicon' and (tagger is fill.lex or tagger._tails == fill.lex._tails): units = map(_units, analyses)
+    else: units, orders = [caption_units(c, fill.lex) for c in captions], [{} for _ in captions]  # other splits
+    return _plausible(units, texts, types, fill, max_loss, orders)
 
 _ENUMERATED = (gen_relation, gen_swap_np, gen_swap_adj, gen_swap_vp, gen_replace_rel)
 
@@ -967,16 +966,14 @@ def select(self:AdversarialFilter, cands:Candidates, # candidates of captions to
         sel[:, k] = self._keep(t, cur, score, first)
     return sel
 
-_M64, _GOLDEN = (1 << 64) - 1, 0x9E3779B97F4A7C15
-
 @patch
 def _uniforms(self:AdversarialFilter, captions:list, t:str) -> np.ndarray:
     "One uniform number per caption for type `t`, from the caption's text and the seed (not from the batch)."
-    seed, kind = self.config.seed, t + '/filter'  # `SplitMixRandom` seeded by `stream_seed`, one draw, vectorised
-    z = np.array([stream_seed(seed, c, kind) & _M64 for c in captions], dtype=np.uint64) + np.uint64(_GOLDEN)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return ((z ^ (z >> np.uint64(31))) >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    rng, out = SplitMixRandom(), np.empty(len(captions))
+    for n, c in enumerate(captions):
+        rng.seed(stream_seed(self.config.seed, c, t + '/filter'))
+        out[n] = rng.random()
+    return out
 
 def selected(cands:Candidates, # the candidates
              sel:np.ndarray, # (N, K) chosen index per caption and type (-1: none)
